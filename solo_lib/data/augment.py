@@ -1,0 +1,343 @@
+"""Augmentation that keeps an image and its instance masks aligned (notebook 03).
+
+A *sample* is a dict of tensors (numpy arrays are accepted and converted):
+
+- ``image``: (H, W, 3) uint8
+- ``masks``: (N, H, W) uint8 in {0, 1}
+- ``labels``: (N,) int32 contiguous class labels
+- ``iscrowd``: (N,) bool
+- ``boxes``: (N, 4) float32 ``[x0, y0, x1, y1]``, the tight box of each mask with exclusive
+  right/bottom edges (``x1 = max_x + 1``); an empty mask has the box ``[0, 0, 0, 0]``.
+- any other key (``image_id``, ...) is passed through unchanged.
+
+N may be 0. Every transform is written in TensorFlow ops, so the same code runs eagerly (the
+notebook widget) and inside ``tf.data.Dataset.map`` (training). Random choices come from
+stateless RNG ops driven by a ``(2,)`` integer ``seed``: the same seed gives the same result on
+every run, whatever the order in which ``tf.data`` workers process the elements.
+
+Why alignment is the whole point: row ``i`` of ``masks``, ``labels``, ``iscrowd`` and ``boxes``
+describes the same instance. A known TensorFlow implementation of this design dropped the
+annotation of an instance that a crop removed but kept its mask, so every later mask silently
+moved onto the previous instance's class. Here an instance is dropped with ONE keep vector that
+is applied to every per-instance array (see :func:`drop_small_instances`).
+"""
+
+import dataclasses
+import math
+import numbers
+
+import tensorflow as tf
+
+# The keys whose row i belongs to instance i. They are always filtered together.
+INSTANCE_KEYS = ("masks", "labels", "iscrowd", "boxes")
+_REQUIRED_KEYS = ("image", "masks", "labels", "iscrowd")
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """How strongly :func:`augment` changes a sample.
+
+    Attributes:
+        flip_prob: Probability of a horizontal flip, in [0, 1].
+        brightness_delta: Largest brightness shift, as a fraction of 255, in [0, 1]. The shift is
+            drawn uniformly from [-delta, delta] and added to every channel.
+        scale_range: ``(low, high)`` bounds of the resize factor, ``0 < low <= high``. The factor
+            is drawn log-uniformly, so zooming in by 1.25 is as likely as zooming out by 0.8.
+        crop_size: ``(height, width)`` of the random crop window, or ``None`` for no crop. An
+            image dimension smaller than the window is not cropped.
+        min_mask_pixels: Instances whose mask keeps fewer pixels after the transforms are
+            dropped; at least 1, so an empty mask never survives.
+
+    Raises:
+        ValueError: If a field is out of range or has the wrong type.
+    """
+
+    flip_prob: float = 0.5
+    brightness_delta: float = 0.15
+    scale_range: tuple[float, float] = (0.8, 1.25)
+    crop_size: tuple[int, int] | None = None
+    min_mask_pixels: int = 1
+
+    def __post_init__(self):
+        for name in ("flip_prob", "brightness_delta"):
+            value = getattr(self, name)
+            if not _is_real(value) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"AugmentConfig.{name} must be a number in [0, 1], got {value!r}")
+        scale = tuple(self.scale_range) if isinstance(self.scale_range, (tuple, list)) else ()
+        if not (len(scale) == 2 and all(_is_real(v) and math.isfinite(v) for v in scale)
+                and 0 < scale[0] <= scale[1]):
+            raise ValueError("AugmentConfig.scale_range must be (low, high) with 0 < low <= high, "
+                             f"got {self.scale_range!r}; use (1.0, 1.0) for no scaling")
+        object.__setattr__(self, "scale_range", (float(scale[0]), float(scale[1])))
+        if self.crop_size is not None:
+            crop = tuple(self.crop_size) if isinstance(self.crop_size, (tuple, list)) else ()
+            if not (len(crop) == 2 and all(_is_int(v) and v >= 1 for v in crop)):
+                raise ValueError("AugmentConfig.crop_size must be None or (height, width) with "
+                                 f"positive integers, got {self.crop_size!r}")
+            object.__setattr__(self, "crop_size", (int(crop[0]), int(crop[1])))
+        if not _is_int(self.min_mask_pixels) or self.min_mask_pixels < 1:
+            raise ValueError("AugmentConfig.min_mask_pixels must be an integer >= 1, "
+                             f"got {self.min_mask_pixels!r}")
+
+    @classmethod
+    def none(cls):
+        """Returns a config under which :func:`augment` changes nothing."""
+        return cls(flip_prob=0.0, brightness_delta=0.0, scale_range=(1.0, 1.0), crop_size=None)
+
+
+def boxes_from_masks(masks):
+    """Tight boxes of binary masks.
+
+    Args:
+        masks: (N, H, W) masks; any non-zero pixel belongs to the instance.
+
+    Returns:
+        (N, 4) float32 ``[x0, y0, x1, y1]`` with exclusive right/bottom edges
+        (``x1 = max_x + 1``); ``[0, 0, 0, 0]`` for an empty mask.
+    """
+    present = tf.cast(tf.convert_to_tensor(masks), tf.bool)  # (N, H, W)
+    rows = tf.reduce_any(present, axis=2)  # (N, H): does row y hold a mask pixel?
+    cols = tf.reduce_any(present, axis=1)  # (N, W)
+
+    def first_and_end(lines):
+        # (N, L) bool -> first True index and (last True index + 1), per instance.
+        index = tf.range(tf.shape(lines)[1])[None, :]
+        first = tf.reduce_min(tf.where(lines, index, tf.shape(lines)[1]), axis=1)
+        end = tf.reduce_max(tf.where(lines, index + 1, 0), axis=1)
+        return first, end
+
+    x0, x1 = first_and_end(cols)
+    y0, y1 = first_and_end(rows)
+    boxes = tf.cast(tf.stack([x0, y0, x1, y1], axis=1), tf.float32)  # (N, 4)
+    nonempty = tf.reduce_any(rows, axis=1)[:, None]  # (N, 1)
+    return tf.where(nonempty, boxes, tf.zeros_like(boxes))
+
+
+def _prepare(sample):
+    """Returns a shallow copy of ``sample`` with its arrays as tensors of the documented dtypes."""
+    missing = [key for key in _REQUIRED_KEYS if key not in sample]
+    if missing:
+        raise ValueError(f"sample is missing {missing}; a sample needs the keys {_REQUIRED_KEYS}")
+    out = dict(sample)
+    image = tf.convert_to_tensor(sample["image"])
+    if image.dtype != tf.uint8 or image.shape.rank not in (None, 3):
+        raise ValueError(
+            f"sample['image'] must be (H, W, 3) uint8, got {image.shape} {image.dtype.name}")
+    out["image"] = image
+    out["masks"] = tf.cast(tf.convert_to_tensor(sample["masks"]) != 0, tf.uint8)
+    out["labels"] = tf.cast(tf.convert_to_tensor(sample["labels"]), tf.int32)
+    out["iscrowd"] = tf.cast(tf.convert_to_tensor(sample["iscrowd"]), tf.bool)
+    return out
+
+
+def _replace(sample, image, masks):
+    """Returns ``sample`` with a new image and masks, and boxes recomputed from the masks."""
+    out = dict(sample)
+    out["image"] = image
+    out["masks"] = masks
+    out["boxes"] = boxes_from_masks(masks)
+    return out
+
+
+def drop_small_instances(sample, min_pixels):
+    """Drops the instances whose mask has fewer than ``min_pixels`` pixels.
+
+    One keep vector filters masks, labels and iscrowd together, and the boxes are recomputed from
+    the kept masks, so row i of every per-instance array still describes the same instance.
+
+    Args:
+        sample: A sample dict with N instances.
+        min_pixels: Smallest mask area (in pixels) that is kept.
+
+    Returns:
+        A new sample with K <= N instances, in their original order.
+    """
+    sample = _prepare(sample)
+    area = tf.reduce_sum(tf.cast(sample["masks"], tf.int32), axis=[1, 2])  # (N,)
+    keep = area >= min_pixels  # (N,) the ONE keep vector
+    out = dict(sample)
+    for key in ("masks", "labels", "iscrowd"):
+        out[key] = tf.boolean_mask(sample[key], keep)
+    out["boxes"] = boxes_from_masks(out["masks"])  # == the kept rows of the old boxes
+    return out
+
+
+def horizontal_flip(sample):
+    """Mirrors the image and every mask left-right.
+
+    Args:
+        sample: A sample dict; image (H, W, 3), masks (N, H, W).
+
+    Returns:
+        A new sample of the same shapes with recomputed boxes.
+    """
+    sample = _prepare(sample)
+    return _replace(sample, sample["image"][:, ::-1, :], sample["masks"][:, :, ::-1])
+
+
+def adjust_brightness(sample, delta):
+    """Adds ``delta * 255`` to every channel of the image, clipped to [0, 255].
+
+    Args:
+        sample: A sample dict.
+        delta: Scalar shift as a fraction of 255, in [-1, 1]. May be a tensor.
+
+    Returns:
+        A new sample; only the image changes.
+
+    Raises:
+        ValueError: If ``delta`` is a Python number outside [-1, 1].
+    """
+    if _is_real(delta) and not -1.0 <= delta <= 1.0:
+        raise ValueError(f"brightness delta must be in [-1, 1] (a fraction of 255), got {delta}")
+    sample = _prepare(sample)
+    shifted = tf.cast(sample["image"], tf.float32) + tf.cast(delta, tf.float32) * 255.0
+    image = tf.cast(tf.clip_by_value(tf.round(shifted), 0.0, 255.0), tf.uint8)
+    return _replace(sample, image, sample["masks"])
+
+
+def rescale(sample, factor):
+    """Resizes the image and masks by ``factor``.
+
+    The output size is ``(round(H * factor), round(W * factor))``, at least 1 pixel each way.
+    The image is resized bilinearly without antialiasing; each mask is resized bilinearly and
+    thresholded at 0.5. A mask may become empty when shrinking; :func:`augment` drops it.
+
+    Args:
+        sample: A sample dict; image (H, W, 3), masks (N, H, W).
+        factor: Positive scalar resize factor. May be a tensor.
+
+    Returns:
+        A new sample with image (H', W', 3), masks (N, H', W') and recomputed boxes.
+
+    Raises:
+        ValueError: If ``factor`` is a Python number <= 0.
+    """
+    if _is_real(factor) and not factor > 0:
+        raise ValueError(f"rescale factor must be > 0, got {factor}")
+    sample = _prepare(sample)
+    old_size = tf.cast(tf.shape(sample["image"])[:2], tf.float64)
+    size = tf.maximum(tf.cast(tf.round(old_size * tf.cast(factor, tf.float64)), tf.int32), 1)
+    image = tf.image.resize(sample["image"], size, method="bilinear", antialias=False)
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+    # The N masks are resized as a batch of N one-channel images: (N, H, W, 1).
+    masks = tf.cast(sample["masks"], tf.float32)[..., None]
+    masks = tf.image.resize(masks, size, method="bilinear", antialias=False)[..., 0]
+    return _replace(sample, image, tf.cast(masks >= 0.5, tf.uint8))
+
+
+def crop(sample, top, left, height, width):
+    """Cuts the window ``[top, top + height) x [left, left + width)`` out of the sample.
+
+    The window is clipped to the image. Instances left with an empty mask are dropped (together
+    with their labels, iscrowd and boxes) and the boxes are recomputed.
+
+    Args:
+        sample: A sample dict; image (H, W, 3), masks (N, H, W).
+        top, left: Offsets of the window's top-left corner, >= 0. May be tensors.
+        height, width: Size of the window, >= 1. May be tensors.
+
+    Returns:
+        A new sample with image (h, w, 3), masks (K, h, w), K <= N.
+
+    Raises:
+        ValueError: If one of the window values is a Python number out of range.
+    """
+    for name, value, low in (("top", top, 0), ("left", left, 0), ("height", height, 1),
+                             ("width", width, 1)):
+        if _is_real(value) and value < low:
+            raise ValueError(f"crop {name} must be >= {low}, got {value}")
+    sample = _prepare(sample)
+    image = sample["image"][top:top + height, left:left + width, :]
+    masks = sample["masks"][:, top:top + height, left:left + width]
+    return drop_small_instances(_replace(sample, image, masks), 1)
+
+
+def _as_seed(seed):
+    seed = tf.convert_to_tensor(seed)
+    if not seed.shape.is_compatible_with([2]):
+        raise ValueError(f"seed must have shape (2,), got {seed.shape}")
+    return seed if seed.dtype in (tf.int32, tf.int64) else tf.cast(seed, tf.int64)
+
+
+def augment(sample, seed, config=AugmentConfig()):
+    """Randomly flips, brightens, rescales and crops a sample, keeping instances aligned.
+
+    Order: flip -> brightness -> scale -> crop -> drop instances smaller than
+    ``config.min_mask_pixels`` -> recompute boxes. Every random draw comes from ``seed``, so the
+    same seed always gives the same result; the function traces inside ``tf.data`` (the flip is
+    a ``tf.cond``, every other choice is arithmetic on drawn tensors).
+
+    Args:
+        sample: A sample dict with N instances (N may be 0).
+        seed: (2,) int32 or int64 tensor or array, the stateless RNG seed.
+        config: An :class:`AugmentConfig`.
+
+    Returns:
+        A new sample with K <= N instances; keys other than the image and the per-instance
+        arrays are passed through unchanged.
+    """
+    prepared = _prepare(sample)
+    # Only tensors go through tf.cond; other keys (strings, Python ints) are re-attached at the end.
+    core = {key: prepared[key] for key in _REQUIRED_KEYS}
+    core["boxes"] = boxes_from_masks(core["masks"])
+    flip_seed, brightness_seed, scale_seed, crop_seed = tf.unstack(
+        tf.random.experimental.stateless_split(_as_seed(seed), num=4))
+
+    do_flip = tf.random.stateless_uniform([], flip_seed) < config.flip_prob
+    core = tf.cond(do_flip, lambda: horizontal_flip(core), lambda: dict(core))
+
+    max_delta = config.brightness_delta
+    delta = tf.random.stateless_uniform([], brightness_seed, -max_delta, max_delta)
+    core = adjust_brightness(core, delta)
+
+    low, high = (math.log(v) for v in config.scale_range)
+    factor = tf.exp(tf.random.stateless_uniform([], scale_seed, low, high, dtype=tf.float64))
+    core = rescale(core, factor)
+
+    if config.crop_size is not None:
+        size = tf.shape(core["image"])[:2]  # (2,) = (H', W') after scaling
+        window = tf.minimum(tf.constant(config.crop_size, tf.int32), size)
+        # size - window + 1 valid offsets per axis; floor(u * count) picks one uniformly.
+        count = tf.cast(size - window + 1, tf.float32)
+        offset = tf.cast(tf.floor(tf.random.stateless_uniform([2], crop_seed) * count), tf.int32)
+        offset = tf.minimum(offset, size - window)  # guard against float rounding up to count
+        core = crop(core, offset[0], offset[1], window[0], window[1])
+
+    core = drop_small_instances(core, config.min_mask_pixels)
+    out = dict(sample)
+    out.update(core)
+    return out
+
+
+def augment_dataset(ds, seed, config=AugmentConfig()):
+    """Maps :func:`augment` over a dataset of samples with one seed per element.
+
+    Element ``i`` is augmented with
+    ``tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), i)``, so the result
+    does not depend on how many parallel calls ran or in which order.
+
+    Args:
+        ds: A ``tf.data.Dataset`` whose elements are sample dicts.
+        seed: (2,) integer base seed.
+        config: An :class:`AugmentConfig`.
+
+    Returns:
+        A ``tf.data.Dataset`` of augmented samples, in the input order.
+    """
+    base_seed = tf.cast(_as_seed(seed), tf.int64)
+
+    def augment_element(index, sample):
+        element_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
+        return augment(sample, element_seed, config)
+
+    return ds.enumerate().map(augment_element, num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=True)

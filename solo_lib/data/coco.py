@@ -1,0 +1,437 @@
+"""COCO instance annotations, parsed on top of pycocotools (notebook 01).
+
+A COCO file has three lists: ``images`` (id, file_name, height, width), ``categories``
+(id, name) and ``annotations`` (id, image_id, category_id, segmentation, iscrowd, ...).
+A segmentation is either a list of polygons ``[[x0, y0, x1, y1, ...], ...]`` or a run-length
+encoding (RLE): uncompressed ``{"counts": [int, ...], "size": [h, w]}`` (COCO uses it for crowd
+regions) or compressed ``{"counts": "string", "size": [h, w]}``. pycocotools turns all three
+into one compressed RLE and then into a binary mask; we use it for exactly that.
+
+COCO category ids are not contiguous (1..90 with gaps in COCO 2017); the model predicts
+contiguous labels ``0..C-1``. :class:`CategoryMap` maps both ways, in ascending id order.
+
+Crowd annotations (``iscrowd: 1``) mark regions of many objects. They are kept in each
+:class:`Sample` with ``iscrowd=True`` so an evaluator can use them, and training targets skip them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+from pycocotools import mask as mask_utils
+
+from solo_lib.errors import DatasetError, DatasetWarning
+
+_EXAMPLES = 3  # how many offending ids a warning lists
+
+
+@dataclasses.dataclass(frozen=True)
+class CategoryMap:
+    """Maps non-contiguous COCO category ids to contiguous labels ``0..C-1`` and back.
+
+    Labels follow ascending COCO id, the convention of the reference implementations.
+
+    Attributes:
+        coco_ids: ``(C,)`` COCO category ids, ascending.
+        names: ``(C,)`` category names, in the same order.
+    """
+
+    coco_ids: tuple[int, ...]
+    names: tuple[str, ...]
+
+    @classmethod
+    def from_categories(cls, categories: list[dict], source: str = "<categories>") -> "CategoryMap":
+        """Builds the map from a COCO ``categories`` list.
+
+        Raises:
+            DatasetError: a category without id or name, or a duplicated id.
+        """
+        pairs = []
+        for index, cat in enumerate(categories):
+            if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
+                raise DatasetError(f"{source}: categories[{index}] needs an 'id' and a 'name', got {cat!r}")
+            pairs.append((int(cat["id"]), str(cat["name"])))
+        ids = [cat_id for cat_id, _ in pairs]
+        duplicated = sorted({cat_id for cat_id in ids if ids.count(cat_id) > 1})
+        if duplicated:
+            raise DatasetError(f"{source}: category id(s) {duplicated} appear more than once")
+        pairs.sort()
+        return cls(tuple(p[0] for p in pairs), tuple(p[1] for p in pairs))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.coco_ids)
+
+    def to_label(self, coco_id: int) -> int:
+        """COCO category id -> contiguous label. Raises KeyError for an unknown id."""
+        return self._label_of[int(coco_id)]
+
+    def to_coco_id(self, label: int) -> int:
+        """Contiguous label -> COCO category id."""
+        return self.coco_ids[int(label)]
+
+    @functools.cached_property
+    def _label_of(self) -> dict[int, int]:
+        return {cat_id: label for label, cat_id in enumerate(self.coco_ids)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One image and its instances, ready for augmentation and target building.
+
+    Attributes:
+        image: ``(H, W, 3)`` uint8 RGB.
+        masks: ``(N, H, W)`` uint8 in {0, 1}, one per annotation (crowd included).
+        labels: ``(N,)`` int32 contiguous labels in ``[0, C)``.
+        boxes: ``(N, 4)`` float32 ``[x0, y0, x1, y1]``: the tight box of each mask, right and
+            bottom exclusive (``x1 = max_x + 1``); ``[0, 0, 0, 0]`` for an empty mask.
+        iscrowd: ``(N,)`` bool; crowd regions never become training positives.
+        annotation_ids: ``(N,)`` int64 COCO annotation ids.
+        image_id: the COCO image id.
+        file_name: the image path relative to the dataset's image folder.
+        class_names: the C class names, indexed by label.
+    """
+
+    image: np.ndarray
+    masks: np.ndarray
+    labels: np.ndarray
+    boxes: np.ndarray
+    iscrowd: np.ndarray
+    annotation_ids: np.ndarray
+    image_id: int
+    file_name: str
+    class_names: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, np.ndarray]:
+        """The arrays as a dict, the form ``solo_lib.data.augment`` and ``tf.data`` use."""
+        return {
+            "image": self.image,
+            "masks": self.masks,
+            "labels": self.labels,
+            "boxes": self.boxes,
+            "iscrowd": self.iscrowd,
+            "image_id": np.int64(self.image_id),
+        }
+
+
+def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
+    """Tight boxes of binary masks.
+
+    Args:
+        masks: ``(N, H, W)`` binary masks.
+
+    Returns:
+        ``(N, 4)`` float32 ``[x0, y0, x1, y1]`` with exclusive right/bottom (``x1 = max_x + 1``),
+        ``[0, 0, 0, 0]`` for an empty mask.
+    """
+    masks = np.asarray(masks).astype(bool)
+    boxes = np.zeros((masks.shape[0], 4), np.float32)
+    if masks.shape[0] == 0:
+        return boxes
+    cols, rows = masks.any(axis=1), masks.any(axis=2)  # (N, W), (N, H)
+    nonempty = cols.any(axis=1)
+    width, height = masks.shape[2], masks.shape[1]
+    boxes[:, 0] = cols.argmax(axis=1)
+    boxes[:, 1] = rows.argmax(axis=1)
+    boxes[:, 2] = width - cols[:, ::-1].argmax(axis=1)
+    boxes[:, 3] = height - rows[:, ::-1].argmax(axis=1)
+    boxes[~nonempty] = 0
+    return boxes
+
+
+def load_rgb_image(path: Path, *, what: str = "image") -> np.ndarray:
+    """Reads an image file as ``(H, W, 3)`` uint8 RGB.
+
+    EXIF orientation is applied (as LabelMe does when it shows the image to the annotator);
+    grayscale, palette and RGBA images become RGB (alpha is dropped, as
+    ``tf.io.decode_image(channels=3)`` does, so streaming and in-memory pipelines agree).
+
+    Raises:
+        DatasetError: the file is missing or is not an image.
+    """
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            return np.asarray(img.convert("RGB"))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: {what} file not found") from None
+    except (OSError, Image.DecompressionBombError) as err:
+        raise DatasetError(f"{path}: cannot read {what}: {err}") from None
+
+
+def polygon_area(flat_xy: np.ndarray) -> float:
+    """Area of a polygon given as ``[x0, y0, x1, y1, ...]`` (shoelace formula)."""
+    x, y = flat_xy[0::2], flat_xy[1::2]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: annotation file not found") from None
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not UTF-8 text ({err})") from None
+
+
+def resolve_inside(root: Path, relative: str, *, source: str, start: Path | None = None) -> Path:
+    """Resolves ``relative`` (from ``start``, default ``root``) and rejects paths outside ``root``.
+
+    Raises:
+        DatasetError: an absolute path, or one that leads outside ``root`` (``../``).
+    """
+    rel = relative.replace("\\", "/")  # annotations written on Windows
+    path = ((start if start is not None else root) / rel).resolve()
+    base = root.resolve()
+    if Path(rel).is_absolute() or not path.is_relative_to(base):
+        raise DatasetError(f"{source}: image path {relative!r} escapes the dataset folder {base}; "
+                           "keep images inside it and use a relative path")
+    return path
+
+
+def _warn_counted(path: Path, what: str, ids: list) -> None:
+    if ids:
+        shown = ", ".join(str(i) for i in ids[:_EXAMPLES]) + (", ..." if len(ids) > _EXAMPLES else "")
+        warnings.warn(f"{path}: {len(ids)} {what} (annotation ids {shown})", DatasetWarning, stacklevel=3)
+
+
+class CocoDataset:
+    """A COCO instance-segmentation dataset: images on disk plus one annotation file.
+
+    All records are validated when the dataset is opened, so a broken file fails at once,
+    naming the file and the record, rather than mid-epoch. Degenerate polygons (fewer than 3
+    points or zero area) are dropped with one warning that counts them; polygon coordinates
+    outside the image are clipped, also with a counting warning.
+
+    Args:
+        annotation_file: path of the COCO JSON file.
+        image_dir: folder that the images' ``file_name`` entries are relative to.
+        check_files: verify up front that every image file exists.
+
+    Raises:
+        DatasetError: malformed JSON, a record without required fields, duplicated ids, an
+            annotation pointing at an unknown image or category, a bad segmentation, an image
+            path escaping ``image_dir``, or (with ``check_files``) a missing image file.
+    """
+
+    def __init__(self, annotation_file: str | os.PathLike, image_dir: str | os.PathLike, *, check_files: bool = True):
+        self.annotation_file = Path(annotation_file)
+        self.image_dir = Path(image_dir)
+        data = _load_json(self.annotation_file)
+        src = str(self.annotation_file)
+        if not isinstance(data, dict) or "images" not in data or "categories" not in data:
+            raise DatasetError(f"{src}: a COCO file needs top-level 'images' and 'categories' lists")
+        self.categories = CategoryMap.from_categories(data["categories"], src)
+        self._images = self._check_images(data["images"], check_files)
+        self._anns_by_image = self._check_annotations(data.get("annotations", []))
+        self._dataset = data
+        self._coco = None
+
+    # -- validation -------------------------------------------------------------------------
+
+    def _check_images(self, images: list, check_files: bool) -> dict[int, dict]:
+        src, by_id = self.annotation_file, {}
+        for index, img in enumerate(images):
+            missing = [k for k in ("id", "file_name", "height", "width") if not isinstance(img, dict) or k not in img]
+            if missing:
+                raise DatasetError(f"{src}: images[{index}] lacks {missing}")
+            image_id = int(img["id"])
+            if image_id in by_id:
+                raise DatasetError(f"{src}: image id {image_id} appears more than once")
+            path = resolve_inside(self.image_dir, img["file_name"], source=f"{src}, image id {image_id}")
+            if check_files and not path.is_file():
+                raise DatasetError(f"{src}: image id {image_id}: file {path} not found")
+            by_id[image_id] = dict(img, _path=path)
+        return by_id
+
+    def _check_annotations(self, annotations: list) -> dict[int, list[dict]]:
+        src = self.annotation_file
+        by_image: dict[int, list[dict]] = {image_id: [] for image_id in self._images}
+        known = set(self.categories.coco_ids)
+        degenerate, clipped = [], []
+        for index, ann in enumerate(annotations):
+            ann_id = ann.get("id", f"#{index}") if isinstance(ann, dict) else f"#{index}"
+            where = f"{src}: annotation id {ann_id}"
+            if not isinstance(ann, dict) or any(k not in ann for k in ("id", "image_id", "category_id", "segmentation")):
+                raise DatasetError(f"{where} needs 'id', 'image_id', 'category_id' and 'segmentation'")
+            if ann["image_id"] not in self._images:
+                raise DatasetError(f"{where} points at image id {ann['image_id']}, which is not in 'images'")
+            if ann["category_id"] not in known:
+                raise DatasetError(f"{where} has category id {ann['category_id']}, which is not in 'categories'")
+            img = self._images[ann["image_id"]]
+            segm, n_bad, was_clipped = _clean_segmentation(ann["segmentation"], img["height"], img["width"], where)
+            if n_bad:
+                degenerate.append(ann_id)
+            if was_clipped:
+                clipped.append(ann_id)
+            if segm is None:  # every polygon of this annotation was degenerate
+                continue
+            by_image[ann["image_id"]].append(dict(ann, segmentation=segm))
+        _warn_counted(src, "annotations had polygons with fewer than 3 points or zero area; those polygons were skipped", degenerate)
+        _warn_counted(src, "annotations had polygon points outside the image; they were clipped to the image", clipped)
+        return by_image
+
+    # -- access -----------------------------------------------------------------------------
+
+    @property
+    def image_ids(self) -> list[int]:
+        """Image ids in file order."""
+        return list(self._images)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.categories.names
+
+    @property
+    def num_classes(self) -> int:
+        return self.categories.num_classes
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.sample(self.image_ids[index])
+
+    def __iter__(self):
+        return (self.sample(image_id) for image_id in self.image_ids)
+
+    def image_info(self, image_id: int) -> dict:
+        """The image record (id, file_name, height, width, ...) as in the file."""
+        return {k: v for k, v in self._images[image_id].items() if k != "_path"}
+
+    def annotations(self, image_id: int) -> list[dict]:
+        """The image's annotations, with degenerate polygons removed and points clipped."""
+        return list(self._anns_by_image[image_id])
+
+    def load_image(self, image_id: int) -> np.ndarray:
+        """``(H, W, 3)`` uint8 RGB. Raises DatasetError when the file is missing or its size
+        differs from the ``height``/``width`` of its record."""
+        info = self._images[image_id]
+        image = load_rgb_image(info["_path"], what=f"image id {image_id}")
+        if image.shape[:2] != (info["height"], info["width"]):
+            raise DatasetError(f"{info['_path']}: image id {image_id} is {image.shape[1]}x{image.shape[0]} (WxH) "
+                               f"but {self.annotation_file} says {info['width']}x{info['height']}")
+        return image
+
+    def sample(self, image_id: int) -> Sample:
+        """Decodes one image with all its instances (see :class:`Sample`)."""
+        info = self._images[image_id]
+        anns = self._anns_by_image[image_id]
+        h, w = info["height"], info["width"]
+        masks = np.zeros((len(anns), h, w), np.uint8)
+        for k, ann in enumerate(anns):
+            masks[k] = decode_segmentation(ann["segmentation"], h, w)
+        return Sample(
+            image=self.load_image(image_id),
+            masks=masks,
+            labels=np.array([self.categories.to_label(a["category_id"]) for a in anns], np.int32),
+            boxes=boxes_from_masks(masks),
+            iscrowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], bool),
+            annotation_ids=np.array([a["id"] for a in anns], np.int64),
+            image_id=int(image_id),
+            file_name=info["file_name"],
+            class_names=self.class_names,
+        )
+
+    @property
+    def coco(self):
+        """The same annotations as a ``pycocotools.coco.COCO`` object (for ``COCOeval``)."""
+        if self._coco is None:
+            from pycocotools.coco import COCO
+
+            coco = COCO()
+            coco.dataset = self._dataset
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+                coco.createIndex()
+            self._coco = coco
+        return self._coco
+
+
+def _clean_segmentation(segm, height: int, width: int, where: str):
+    """Validates one segmentation; returns ``(cleaned, n_degenerate_polygons, clipped)``.
+
+    ``cleaned`` is None when every polygon was degenerate.
+
+    Raises:
+        DatasetError: a segmentation that is neither polygons nor RLE, or an RLE whose size
+            differs from the image's.
+    """
+    if isinstance(segm, dict):
+        if "counts" not in segm or "size" not in segm:
+            raise DatasetError(f"{where}: an RLE segmentation needs 'counts' and 'size'")
+        if list(segm["size"]) != [height, width]:
+            raise DatasetError(f"{where}: RLE size {segm['size']} differs from the image's [height, width] "
+                               f"[{height}, {width}]")
+        if isinstance(segm["counts"], list) and sum(segm["counts"]) != height * width:
+            raise DatasetError(f"{where}: uncompressed RLE counts sum to {sum(segm['counts'])}, "
+                               f"expected height*width = {height * width}")
+        return segm, 0, False
+    if not isinstance(segm, list):
+        raise DatasetError(f"{where}: segmentation must be a list of polygons or an RLE dict, got {type(segm).__name__}")
+    kept, bad, clipped = [], 0, False
+    for poly in segm:
+        try:
+            xy = np.asarray(poly, np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise DatasetError(f"{where}: a polygon must be a flat list of numbers [x0, y0, x1, y1, ...]") from None
+        if xy.size % 2 or xy.size < 6 or polygon_area(xy) == 0.0:
+            bad += 1
+            continue
+        lo, hi = np.zeros_like(xy), np.tile([width, height], xy.size // 2).astype(np.float64)
+        if np.any(xy < lo) or np.any(xy > hi):
+            clipped = True
+            xy = np.clip(xy, lo, hi)
+        kept.append(xy.tolist())
+    return (kept or None), bad, clipped
+
+
+def decode_segmentation(segm, height: int, width: int) -> np.ndarray:
+    """Rasterises a COCO segmentation (polygons, uncompressed or compressed RLE) with pycocotools.
+
+    Args:
+        segm: a list of flat polygons, or an RLE dict.
+        height: image height.
+        width: image width.
+
+    Returns:
+        ``(height, width)`` uint8 mask in {0, 1}; the union of all polygons.
+    """
+    if isinstance(segm, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
+    elif isinstance(segm["counts"], list):
+        rle = mask_utils.frPyObjects(segm, height, width)  # uncompressed -> compressed
+    else:
+        rle = segm
+        if isinstance(rle["counts"], str):
+            rle = dict(rle, counts=rle["counts"].encode("ascii"))
+    return mask_utils.decode(rle).astype(np.uint8)
+
+
+def sample_dataset_paths(split: str) -> tuple[Path, Path]:
+    """Paths ``(annotation_file, image_dir)`` of the shipped sample dataset.
+
+    Args:
+        split: ``"train"`` or ``"val"``.
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    root = Path(__file__).resolve().parents[2] / "data" / "sample_coco"
+    return root / "annotations" / f"instances_{split}.json", root / "labelme" / split
+
+
+def load_sample_dataset(split: str = "train") -> CocoDataset:
+    """The course's tiny sample dataset (``data/sample_coco``) as a :class:`CocoDataset`."""
+    ann, images = sample_dataset_paths(split)
+    return CocoDataset(ann, images)
