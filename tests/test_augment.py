@@ -310,8 +310,10 @@ def test_augment_dataset_uses_per_element_seeds_and_matches_eager():
     outs = list(aug.augment_dataset(ds, [11, 12], CONFIG))
     assert len(outs) == 4
     for index, (sample, out) in enumerate(zip(samples + samples[:1], outs)):
+        # The index must be int64 like Dataset.enumerate's: stateless_fold_in returns a seed of
+        # the dtype of its data argument, and a Python int would give a different int32 seed.
         element_seed = tf.random.experimental.stateless_fold_in(
-            tf.constant([11, 12], tf.int64), index)
+            tf.constant([11, 12], tf.int64), tf.constant(index, tf.int64))
         assert_same(out, aug.augment(sample, element_seed, CONFIG))
         assert out["image_id"] == 17
     for first, second in zip(outs, aug.augment_dataset(ds, [11, 12], CONFIG)):

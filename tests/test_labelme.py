@@ -147,7 +147,7 @@ def test_circle_polygon_follows_the_one_pixel_chord_rule():
         poly = circle_polygon((0.0, 0.0), (r, 0.0))
         n = len(poly)
         assert n >= 12
-        assert np.allclose(np.hypot(poly[:, 0], poly[:, 1]), r)
+        assert np.allclose(np.hypot(poly[:, 0], poly[:, 1]), r, atol=0.01)  # vertices rounded to 1/100 px
         if n > 12:  # the gap between arc and chord is about one pixel: one more vertex keeps it under 1
             assert r * (1 - math.cos(math.pi / (n + 1))) < 1.0 < r * (1 - math.cos(math.pi / (n - 1)))
     assert len(circle_polygon((5, 5), (5.3, 5))) == 12  # tiny radius: no math domain error

@@ -321,9 +321,10 @@ def augment(sample, seed, config=AugmentConfig()):
 def augment_dataset(ds, seed, config=AugmentConfig()):
     """Maps :func:`augment` over a dataset of samples with one seed per element.
 
-    Element ``i`` is augmented with
-    ``tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), i)``, so the result
-    does not depend on how many parallel calls ran or in which order.
+    Element ``i`` is augmented with the seed
+    ``tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), i)`` where ``i`` is the
+    int64 index from ``Dataset.enumerate`` (the seed's dtype follows ``i``'s: a Python int ``i``
+    gives a different, int32 seed). The result does not depend on how many parallel calls ran.
 
     Args:
         ds: A ``tf.data.Dataset`` whose elements are sample dicts.

@@ -91,7 +91,9 @@ def circle_polygon(center: tuple[float, float], on_circle: tuple[float, float]) 
     # For r <= 0.5, 1 - 1/r <= -1 and arccos is pi or undefined: fall back to 12 points.
     n = max(int(math.pi / math.acos(1.0 - 1.0 / r)), 12) if r > 0.5 else 12
     angle = 2.0 * math.pi * np.arange(n) / n
-    return np.stack([cx + r * np.sin(angle), cy + r * np.cos(angle)], axis=1)
+    # Rounded to 1/100 px (the precision of clicked points): sin/cos may differ in the last bit
+    # between CPUs, and the COCO file must come out byte-identical everywhere.
+    return np.round(np.stack([cx + r * np.sin(angle), cy + r * np.cos(angle)], axis=1), 2)
 
 
 def shape_to_polygon(shape: dict) -> np.ndarray:

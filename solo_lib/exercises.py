@@ -1,0 +1,176 @@
+"""Checkers for the exercises at the end of each notebook.
+
+In a notebook::
+
+    def rle_encode(mask):
+        raise NotImplementedError  # your code here
+
+    check("01a", rle_encode)
+
+prints ``✓`` when the answer is right, ``✗`` and the first failing case when it is wrong, and a
+hint when it has not been attempted. ``check`` never raises, so a notebook runs top to bottom
+either way; solutions are in ``notebooks/solutions/``. ``tests/test_exercises.py`` runs every
+checker against the solution and against a wrong answer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+SOLUTIONS = "notebooks/solutions/"
+
+
+class Wrong(AssertionError):
+    """An answer that fails a case; the message says which and why."""
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise Wrong(message)
+
+
+# -- 00: the sample dataset ------------------------------------------------------------------
+
+def check_00_count_instances(count_instances) -> str:
+    """``count_instances(annotation_file, class_name) -> int``: non-crowd instances of a class."""
+    from solo_lib.data.coco import sample_dataset_paths
+
+    for split in ("train", "val"):
+        path = sample_dataset_paths(split)[0]
+        raw = json.loads(Path(path).read_text())
+        for cat in raw["categories"]:
+            expected = sum(1 for a in raw["annotations"] if a["category_id"] == cat["id"] and not a.get("iscrowd"))
+            got = count_instances(path, cat["name"])
+            _expect(got == expected, f"{split}, class {cat['name']!r}: expected {expected}, got {got!r}")
+    return "both splits, every class"
+
+
+# -- 01: COCO format -------------------------------------------------------------------------
+
+def _cases_masks():
+    rng = np.random.default_rng(7)
+    yield np.zeros((3, 4), np.uint8)
+    yield np.ones((2, 5), np.uint8)
+    yield np.array([[0, 1, 1], [0, 1, 0]], np.uint8)
+    for shape in ((6, 9), (11, 4), (16, 16)):
+        yield (rng.random(shape) > 0.6).astype(np.uint8)
+
+
+def check_01a_rle_encode(rle_encode) -> str:
+    """``rle_encode(mask) -> {"counts": [int, ...], "size": [h, w]}``: COCO's uncompressed RLE."""
+    for k, mask in enumerate(_cases_masks()):
+        rle = rle_encode(mask.copy())
+        _expect(isinstance(rle, dict) and "counts" in rle and "size" in rle,
+                f"case {k}: return a dict with 'counts' and 'size', got {rle!r}")
+        _expect(list(rle["size"]) == list(mask.shape), f"case {k}: size should be {list(mask.shape)}, got {rle['size']}")
+        counts = [int(c) for c in rle["counts"]]
+        _expect(sum(counts) == mask.size, f"case {k}: counts must add up to h*w = {mask.size}, got {sum(counts)}")
+        decoded = mask_utils.decode(mask_utils.frPyObjects({"counts": counts, "size": list(mask.shape)}, *mask.shape))
+        _expect(np.array_equal(decoded, mask), f"case {k}: pycocotools decodes your RLE of\n{mask}\nto\n{decoded}\n"
+                                               "(hint: COCO reads pixels column by column, starting with a run of 0s)")
+    return "6 masks round-trip through pycocotools"
+
+
+def check_01b_polygon_area(polygon_area) -> str:
+    """``polygon_area([x0, y0, x1, y1, ...]) -> float``: the shoelace formula."""
+    cases = [([0, 0, 4, 0, 4, 3, 0, 3], 12.0), ([0, 0, 4, 0, 0, 3], 6.0), ([0, 3, 4, 3, 4, 0, 0, 0], 12.0),
+             ([1, 1, 5, 1, 5, 5, 3, 2, 1, 5], 10.0)]
+    for flat, expected in cases:
+        got = polygon_area(list(flat))
+        _expect(got is not None and abs(float(got) - expected) < 1e-9,
+                f"polygon {flat}: expected {expected}, got {got!r} (is the area positive whatever the orientation?)")
+    return f"{len(cases)} polygons, both orientations, one concave"
+
+
+# -- 02: LabelMe to COCO ---------------------------------------------------------------------
+
+def check_02a_rectangle_to_polygon(rectangle_to_polygon) -> str:
+    """``rectangle_to_polygon([[x1, y1], [x2, y2]]) -> [x, y, ...]``: 4 corners, any corner order in."""
+    for p1, p2 in (([2, 3], [10, 8]), ([10, 8], [2, 3]), ([10, 3], [2, 8])):
+        flat = [float(v) for v in rectangle_to_polygon([p1, p2])]
+        _expect(len(flat) == 8, f"{[p1, p2]}: expected 8 numbers (4 corners), got {len(flat)}")
+        got = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([flat], 12, 12)))
+        want = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([[2, 3, 10, 3, 10, 8, 2, 8]], 12, 12)))
+        _expect(np.array_equal(got, want), f"{[p1, p2]}: your corners {flat} do not outline the rectangle")
+    return "3 corner orders"
+
+
+def check_02b_count_instances(count_instances) -> str:
+    """``count_instances(shapes) -> int``: shapes grouped by (label, group_id), ``__ignore__`` skipped."""
+    cases = [
+        ([], 0),
+        ([{"label": "a", "group_id": None}, {"label": "a", "group_id": None}], 2),
+        ([{"label": "a", "group_id": 1}, {"label": "a", "group_id": 1}], 1),
+        ([{"label": "a", "group_id": 1}, {"label": "b", "group_id": 1}], 2),
+        ([{"label": "__ignore__", "group_id": None}, {"label": "a", "group_id": 2}], 1),
+    ]
+    for shapes, expected in cases:
+        got = count_instances([dict(s, shape_type="polygon", points=[]) for s in shapes])
+        _expect(got == expected, f"shapes {shapes}: expected {expected}, got {got!r}")
+    return f"{len(cases)} shape lists"
+
+
+# -- 03: augmentation ------------------------------------------------------------------------
+
+def _coded_sample():
+    """Three instances, each painted in a colour that encodes its index."""
+    image = np.zeros((20, 30, 3), np.uint8)
+    masks = np.zeros((3, 20, 30), np.uint8)
+    for k, (y0, y1, x0, x1) in enumerate(((1, 6, 2, 9), (8, 19, 12, 15), (3, 10, 20, 29))):
+        masks[k, y0:y1, x0:x1] = 1
+        image[y0:y1, x0:x1] = (50 * (k + 1), 0, 255)
+    boxes = np.array([[2, 1, 9, 6], [12, 8, 15, 19], [20, 3, 29, 10]], np.float32)
+    return {"image": image, "masks": masks, "labels": np.array([2, 0, 1], np.int32),
+            "iscrowd": np.array([False, True, False]), "boxes": boxes}
+
+
+def check_03a_vertical_flip(vertical_flip) -> str:
+    """``vertical_flip(sample) -> sample``: image, masks and boxes flipped top-bottom, together."""
+    sample = _coded_sample()
+    out = {k: np.asarray(v) for k, v in vertical_flip({k: v.copy() for k, v in sample.items()}).items()}
+    _expect(np.array_equal(out["image"], sample["image"][::-1]), "the image is not flipped top-bottom")
+    _expect(np.array_equal(out["masks"], sample["masks"][:, ::-1]), "the masks are not flipped like the image")
+    _expect(np.array_equal(out["labels"], sample["labels"]) and np.array_equal(out["iscrowd"], sample["iscrowd"]),
+            "labels and iscrowd must not change")
+    h = sample["image"].shape[0]
+    want = sample["boxes"].copy()
+    want[:, 1], want[:, 3] = h - sample["boxes"][:, 3], h - sample["boxes"][:, 1]
+    _expect(np.allclose(out["boxes"], want), f"boxes should be\n{want}\ngot\n{out['boxes']}\n(hint: y0' = H - y1)")
+    for k in range(3):
+        colours = out["image"][out["masks"][k].astype(bool)]
+        _expect((colours[:, 0] == 50 * (k + 1)).all(), f"instance {k}: its mask no longer covers its pixels")
+    return "image, masks, boxes stay aligned"
+
+
+CHECKERS = {
+    "00": check_00_count_instances,
+    "01a": check_01a_rle_encode,
+    "01b": check_01b_polygon_area,
+    "02a": check_02a_rectangle_to_polygon,
+    "02b": check_02b_count_instances,
+    "03a": check_03a_vertical_flip,
+}
+
+
+def check(exercise: str, answer) -> bool:
+    """Runs the checker of ``exercise`` on ``answer`` and prints the verdict; never raises."""
+    checker = CHECKERS[exercise]
+    name = getattr(answer, "__name__", "answer")
+    try:
+        detail = checker(answer)
+    except NotImplementedError:
+        print(f"… {exercise} {name}: not attempted yet. Replace `raise NotImplementedError` with your code "
+              f"(a solution is in {SOLUTIONS}).")
+        return False
+    except Wrong as err:
+        print(f"✗ {exercise} {name}: {err}")
+        return False
+    except Exception as err:  # the learner's code crashed: show it, keep the notebook running
+        print(f"✗ {exercise} {name} raised {type(err).__name__}: {err}")
+        return False
+    print(f"✓ {exercise} {name}: correct ({detail})")
+    return True

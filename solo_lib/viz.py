@@ -1,0 +1,179 @@
+"""Pictures and widget callbacks for the notebooks.
+
+Every widget callback here is a pure function of its arguments that returns a figure and the
+arrays it drew, so tests can call it and notebooks only wire sliders to it.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import to_rgb
+
+# One colour per class, the same in every notebook (matplotlib's colour-blind-safe tab10 order).
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf")
+
+AUGMENTATIONS = ("none", "flip", "brightness", "scale", "crop", "random")
+
+
+def class_color(label: int) -> tuple[float, float, float]:
+    """The RGB colour (floats in [0, 1]) of a class label."""
+    return to_rgb(PALETTE[int(label) % len(PALETTE)])
+
+
+def overlay_masks(image: np.ndarray, masks: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blends each instance mask into the image in its class colour.
+
+    Args:
+        image: ``(H, W, 3)`` uint8.
+        masks: ``(N, H, W)`` binary.
+        labels: ``(N,)`` class labels.
+        alpha: opacity of the masks.
+
+    Returns:
+        ``(H, W, 3)`` uint8; pixels under several masks take the last one's colour.
+    """
+    out = np.asarray(image, np.float32).copy()
+    for mask, label in zip(np.asarray(masks).astype(bool), np.asarray(labels)):
+        out[mask] = (1 - alpha) * out[mask] + alpha * 255.0 * np.array(class_color(label))
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def draw_instances(ax, image, masks, labels, class_names, boxes=None, *, title=None, alpha=0.5):
+    """Draws an image with its instances: coloured masks, outlines, boxes and class names.
+
+    Args:
+        ax: a matplotlib Axes.
+        image: ``(H, W, 3)`` uint8.
+        masks: ``(N, H, W)`` binary.
+        labels: ``(N,)`` class labels.
+        class_names: names indexed by label.
+        boxes: optional ``(N, 4)`` ``[x0, y0, x1, y1]`` (exclusive right/bottom).
+        title: optional axes title.
+        alpha: mask opacity.
+    """
+    masks, labels = np.asarray(masks), np.asarray(labels)
+    ax.imshow(overlay_masks(image, masks, labels, alpha))
+    for k, (mask, label) in enumerate(zip(masks, labels)):
+        color = class_color(label)
+        if mask.any():
+            ax.contour(mask, levels=[0.5], colors=[color], linewidths=1.0)
+        if boxes is not None and mask.any():
+            x0, y0, x1, y1 = np.asarray(boxes[k], float)
+            ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=color, lw=1, ls="--"))
+            ax.text(x0 - 0.5, y0 - 1.5, class_names[int(label)], color="white", fontsize=7,
+                    bbox={"facecolor": color, "pad": 1, "lw": 0})
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def show_samples(samples, *, class_names=None, ncols: int = 4, size: float = 3.0, titles=None):
+    """A grid of samples with their instances.
+
+    Args:
+        samples: ``Sample`` objects (``solo_lib.data.coco``) or sample dicts (``image``, ``masks``,
+            ``labels``, ``boxes``, optional ``image_id``).
+        class_names: names indexed by label; default: each Sample's own ``class_names``.
+        ncols: panels per row.
+        size: panel size in inches.
+        titles: optional title per panel; default: image id and instance count.
+
+    Returns:
+        The matplotlib figure.
+    """
+    samples = [s if isinstance(s, dict) else {**vars(s)} for s in samples]
+    nrows = max(1, -(-len(samples) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (s, ax) in enumerate(zip(samples, axes.flat)):
+        ax.axis("on")
+        title = titles[i] if titles else f"image {int(s.get('image_id', i))}: {len(s['labels'])} instances"
+        draw_instances(ax, s["image"], s["masks"], s["labels"], class_names or s["class_names"], s["boxes"],
+                       title=title)
+    fig.tight_layout()
+    return fig
+
+
+def legend_handles(class_names):
+    """Legend patches, one per class, in the class palette."""
+    return [plt.Rectangle((0, 0), 1, 1, color=class_color(i), label=name) for i, name in enumerate(class_names)]
+
+
+def augmentation_view(sample: dict, class_names, transform: str = "random", amount: float = 0.5, seed: int = 0):
+    """Callback of notebook 03's explorer: one transform, before and after.
+
+    Args:
+        sample: a sample dict (see ``solo_lib.data.augment``).
+        class_names: names indexed by label.
+        transform: one of :data:`AUGMENTATIONS`.
+        amount: strength in [0, 1]: brightness shift (``2 * amount - 1`` of 255), scale factor
+            (``0.5 + amount``), crop window side (``1 - 0.7 * amount`` of the image, at the
+            seeded offset); ignored by ``flip`` and ``none``.
+        seed: seed of the random choices (crop offset, ``random``).
+
+    Returns:
+        ``(figure, augmented)``: the figure and the augmented sample as numpy arrays.
+    """
+    from solo_lib.data import augment as aug
+
+    if transform not in AUGMENTATIONS:
+        raise ValueError(f"transform must be one of {AUGMENTATIONS}, got {transform!r}")
+    src = _to_numpy(sample)
+    if transform == "none":
+        out = src
+    elif transform == "flip":
+        out = aug.horizontal_flip(src)
+    elif transform == "brightness":
+        out = aug.adjust_brightness(src, 2.0 * amount - 1.0)
+    elif transform == "scale":
+        out = aug.rescale(src, 0.5 + amount)
+    elif transform == "crop":
+        h, w = src["image"].shape[:2]
+        ch, cw = max(1, round(h * (1 - 0.7 * amount))), max(1, round(w * (1 - 0.7 * amount)))
+        rng = np.random.default_rng(seed)
+        out = aug.crop(src, int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw)
+    else:
+        out = aug.augment(src, seed=[seed, 0], config=aug.AugmentConfig(crop_size=(160, 160)))
+    out = _to_numpy(out)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+    draw_instances(axes[0], src["image"], src["masks"], src["labels"], class_names, src["boxes"],
+                   title=f"before: {len(src['labels'])} instances, {src['image'].shape[1]}x{src['image'].shape[0]}")
+    draw_instances(axes[1], out["image"], out["masks"], out["labels"], class_names, out["boxes"],
+                   title=f"after {transform}: {len(out['labels'])} instances, "
+                         f"{out['image'].shape[1]}x{out['image'].shape[0]}")
+    fig.tight_layout()
+    return fig, out
+
+
+def _to_numpy(sample: dict) -> dict:
+    return {k: v.numpy() if hasattr(v, "numpy") else np.asarray(v) for k, v in sample.items()}
+
+
+def augmentation_explorer(dataset):
+    """An ipywidgets explorer over :func:`augmentation_view` for a ``CocoDataset``.
+
+    Its children are, in order: image index, transform, amount and seed controls. After
+    ``w.children[i].value = ...`` the widget re-runs and ``w.result`` holds the augmented sample.
+    """
+    import ipywidgets as widgets
+
+    samples = {}
+
+    def show(index=0, transform="flip", amount=0.5, seed=0):
+        if index not in samples:
+            samples[index] = dataset[index].to_dict()
+        fig, out = augmentation_view(samples[index], dataset.class_names, transform, amount, seed)
+        plt.show()
+        return out
+
+    return widgets.interactive(
+        show,
+        index=widgets.IntSlider(0, 0, len(dataset) - 1, description="image"),
+        transform=widgets.Dropdown(options=AUGMENTATIONS, value="flip", description="transform"),
+        amount=widgets.FloatSlider(0.5, min=0.0, max=1.0, step=0.05, description="amount"),
+        seed=widgets.IntSlider(0, 0, 20, description="seed"),
+    )

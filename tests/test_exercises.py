@@ -1,0 +1,62 @@
+"""Every exercise checker accepts its solution, rejects a wrong answer and survives a stub."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from solo_lib.exercises import CHECKERS, check
+
+SOLUTIONS = Path(__file__).resolve().parents[1] / "notebooks" / "solutions"
+
+
+def solution(module, name):
+    (path,) = SOLUTIONS.glob(f"{module}_*.py")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return getattr(mod, name)
+
+
+ANSWERS = {
+    "00": ("ex00", "count_instances"),
+    "01a": ("ex01", "rle_encode"),
+    "01b": ("ex01", "polygon_area"),
+    "02a": ("ex02", "rectangle_to_polygon"),
+    "02b": ("ex02", "count_instances"),
+    "03a": ("ex03", "vertical_flip"),
+}
+
+WRONG = {
+    "00": lambda path, name: 3,
+    "01a": lambda mask: {"counts": [int(v) for v in np.asarray(mask).reshape(-1)], "size": list(mask.shape)},
+    "01b": lambda flat: 0.5 * (sum(flat[0::2] * 0) + 12),  # right for one case only
+    "02a": lambda points: [c for p in points for c in p],  # LabelMe's published bug: 2 points, not 4 corners
+    "02b": lambda shapes: len(shapes),
+    "03a": lambda s: dict(s, image=s["image"][::-1]),  # flips the image only
+}
+
+
+def test_every_checker_is_covered():
+    assert set(ANSWERS) == set(CHECKERS) == set(WRONG)
+
+
+@pytest.mark.parametrize("exercise", sorted(CHECKERS))
+def test_solution_passes(exercise, capsys):
+    assert check(exercise, solution(*ANSWERS[exercise])) is True
+    assert capsys.readouterr().out.startswith(f"✓ {exercise}")
+
+
+@pytest.mark.parametrize("exercise", sorted(CHECKERS))
+def test_wrong_answer_fails(exercise, capsys):
+    assert check(exercise, WRONG[exercise]) is False
+    assert capsys.readouterr().out.startswith(f"✗ {exercise}")
+
+
+def test_stub_reports_not_attempted(capsys):
+    def rle_encode(mask):
+        raise NotImplementedError
+
+    assert check("01a", rle_encode) is False
+    assert "not attempted yet" in capsys.readouterr().out
