@@ -156,8 +156,8 @@ CHECKERS = {
 }
 
 
-def check(exercise: str, answer) -> bool:
-    """Runs the checker of ``exercise`` on ``answer`` and prints the verdict; never raises."""
+def check(exercise: str, answer) -> None:
+    """Runs the checker of ``exercise`` on ``answer`` and prints the verdict (✓, ✗ or …); never raises."""
     checker = CHECKERS[exercise]
     name = getattr(answer, "__name__", "answer")
     try:
@@ -165,12 +165,11 @@ def check(exercise: str, answer) -> bool:
     except NotImplementedError:
         print(f"… {exercise} {name}: not attempted yet. Replace `raise NotImplementedError` with your code "
               f"(a solution is in {SOLUTIONS}).")
-        return False
+        return
     except Wrong as err:
         print(f"✗ {exercise} {name}: {err}")
-        return False
+        return
     except Exception as err:  # the learner's code crashed: show it, keep the notebook running
         print(f"✗ {exercise} {name} raised {type(err).__name__}: {err}")
-        return False
+        return
     print(f"✓ {exercise} {name}: correct ({detail})")
-    return True

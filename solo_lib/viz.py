@@ -17,6 +17,16 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 AUGMENTATIONS = ("none", "flip", "brightness", "scale", "crop", "random")
 
 
+def setup_notebook(dpi: int = 80) -> None:
+    """Inline figures as JPEG at a modest dpi: the course's textured images make PNG figures
+    large, and executed notebooks are committed. Call once in a notebook's setup cell."""
+    from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+    set_matplotlib_formats("jpeg")
+    plt.rcParams["figure.dpi"] = dpi
+    plt.rcParams["savefig.dpi"] = dpi
+
+
 def class_color(label: int) -> tuple[float, float, float]:
     """The RGB colour (floats in [0, 1]) of a class label."""
     return to_rgb(PALETTE[int(label) % len(PALETTE)])

@@ -217,6 +217,12 @@ def test_adjust_brightness_changes_only_the_image_and_clips():
         np.testing.assert_array_equal(out["image"], expected)
         for key in ("masks", "labels", "iscrowd", "boxes", "image_id"):
             np.testing.assert_array_equal(out[key], sample[key])
+    # A tiny image too: TF's float->uint8 cast saturates on some code paths and wraps on others.
+    tiny = {"image": np.array([[[250, 5, 128]]], np.uint8), "masks": np.zeros((0, 1, 1)),
+            "labels": [], "iscrowd": []}
+    for shift, expected in ((10, [255, 15, 138]), (-10, [240, 0, 118])):
+        brighter = aug.adjust_brightness(tiny, shift / 255)["image"]
+        np.testing.assert_array_equal(brighter, [[expected]])
     assert np.all(aug.adjust_brightness(sample, 1.0)["image"].numpy() == 255)
     assert np.all(aug.adjust_brightness(sample, -1.0)["image"].numpy() == 0)
     with pytest.raises(ValueError, match="brightness"):
@@ -279,6 +285,36 @@ def test_augment_flip_prob_one_and_crop_larger_than_image():
     kept = [k for k in range(len(RECTS)) if window_masks[k].any()]
     np.testing.assert_array_equal(out["masks"], window_masks[kept])
     np.testing.assert_array_equal(out["labels"], LABELS[kept])
+
+
+def test_augment_scale_and_brightness_are_drawn_within_range():
+    sample = make_sample()
+    scale_only = aug.AugmentConfig(flip_prob=0.0, brightness_delta=0.0, scale_range=(0.8, 1.25))
+    shapes = set()
+    for seed in range(6):
+        out = to_numpy(aug.augment(sample, [seed, 1], scale_only))
+        h, w = out["image"].shape[:2]
+        shapes.add((h, w))
+        factor = h / H  # the same factor must explain the width and every box, +-1 px
+        assert 0.8 * H - 1 <= h <= 1.25 * H + 1 and abs(w - factor * W) <= 1.5
+        np.testing.assert_allclose(out["boxes"], factor * sample["boxes"], atol=1.5)
+        check_alignment(out, 1)
+    assert len(shapes) > 1
+
+    # Grey pixels near both clipping ends; they break the colour decoding, so only from here on.
+    sample["image"][0, :3] = [[250, 250, 250], [5, 5, 5], [100, 100, 100]]
+    bright_only = aug.AugmentConfig(flip_prob=0.0, brightness_delta=0.15, scale_range=(1.0, 1.0))
+    shifts = set()
+    for seed in range(6):
+        out = to_numpy(aug.augment(sample, [seed, 1], bright_only))
+        shift = int(out["image"][0, 2, 0]) - 100  # a pixel far from both clipping ends
+        assert abs(shift) <= round(0.15 * 255)
+        np.testing.assert_array_equal(out["image"],
+                                      np.clip(sample["image"].astype(int) + shift, 0, 255))
+        assert_same({k: out[k] for k in aug.INSTANCE_KEYS},
+                    {k: sample[k] for k in aug.INSTANCE_KEYS})
+        shifts.add(shift)
+    assert len(shifts) > 1
 
 
 # 5. Determinism, eager and graph.

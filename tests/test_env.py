@@ -1,0 +1,29 @@
+"""Environment report and the command line's entry points."""
+
+import subprocess
+import sys
+
+from solo_lib.env import PACKAGES, Environment, environment_report, installed_version
+
+
+def test_report_names_missing_packages_and_devices():
+    env = Environment(python="3.11.7", platform="Linux x86_64", cpu_count=2,
+                      versions={name: "1.0" for name in PACKAGES} | {"pycocotools": None}, gpus=())
+    text = environment_report(env)
+    assert "2 logical CPU(s)" in text and "No GPU" in text
+    assert "pycocotools  MISSING" in text and "Missing packages: pycocotools" in text
+    gpu = environment_report(Environment("3.11.7", "Linux", 8, {n: "1" for n in PACKAGES}, ("/physical_device:GPU:0",)))
+    assert "GPU(s): /physical_device:GPU:0" in gpu and "Missing" not in gpu
+
+
+def test_installed_version_finds_the_cpu_build_of_tensorflow():
+    assert installed_version("tensorflow") is not None
+    assert installed_version("no-such-package-solo") is None
+
+
+def test_cli_help_lists_the_commands():
+    out = subprocess.run([sys.executable, "-m", "solo_lib", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "convert-labelme" in out
+    sub = subprocess.run([sys.executable, "-m", "solo_lib", "convert-labelme", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "INPUT_DIR" in sub and "--labels" in sub

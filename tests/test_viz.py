@@ -1,0 +1,79 @@
+"""Widget callbacks and drawing helpers: pure functions, checked on known inputs."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from solo_lib import viz  # noqa: E402
+from solo_lib.data.coco import boxes_from_masks, load_sample_dataset  # noqa: E402
+
+NAMES = ("a", "b", "c")
+
+
+def toy_sample():
+    image = np.full((40, 60, 3), 100, np.uint8)
+    masks = np.zeros((3, 40, 60), np.uint8)
+    masks[0, 2:10, 3:20] = 1  # top-left: a crop of the bottom-right quarter removes it
+    masks[1, 25:38, 35:58] = 1
+    masks[2, 15:30, 20:40] = 1
+    return {"image": image, "masks": masks, "labels": np.array([0, 1, 2], np.int32),
+            "iscrowd": np.array([False, False, True]), "boxes": boxes_from_masks(masks)}
+
+
+def test_overlay_colours_only_masked_pixels_in_class_colour():
+    s = toy_sample()
+    out = viz.overlay_masks(s["image"], s["masks"][:1], s["labels"][:1], alpha=1.0)
+    expected = np.round(np.array(viz.class_color(0)) * 255)
+    assert np.allclose(out[5, 5], expected, atol=1)
+    assert (out[30, 5] == 100).all()  # outside every mask: unchanged
+
+
+@pytest.mark.parametrize("transform", viz.AUGMENTATIONS)
+def test_augmentation_view_keeps_instances_aligned(transform):
+    fig, out = viz.augmentation_view(toy_sample(), NAMES, transform, amount=0.7, seed=3)
+    n = len(out["labels"])
+    assert out["masks"].shape == (n, *out["image"].shape[:2])
+    assert out["boxes"].shape == (n, 4) and out["iscrowd"].shape == (n,)
+    np.testing.assert_array_equal(out["boxes"], boxes_from_masks(out["masks"]))
+    assert len(fig.axes) == 2 and fig.axes[1].get_title().startswith(f"after {transform}: {n} instances")
+    plt.close(fig)
+
+
+def test_augmentation_view_transform_effects():
+    s = toy_sample()
+    _, flipped = viz.augmentation_view(s, NAMES, "flip")
+    np.testing.assert_array_equal(flipped["masks"], s["masks"][:, :, ::-1])
+    _, scaled = viz.augmentation_view(s, NAMES, "scale", amount=0.5)  # factor 1.0
+    np.testing.assert_array_equal(scaled["masks"], s["masks"])
+    _, darker = viz.augmentation_view(s, NAMES, "brightness", amount=0.25)  # delta -0.5
+    assert int(darker["image"][0, 0, 0]) == 0
+    with pytest.raises(ValueError, match="transform must be one of"):
+        viz.augmentation_view(s, NAMES, "rotate")
+    plt.close("all")
+
+
+def test_explorer_reruns_when_a_control_changes():
+    ds = load_sample_dataset("train")
+    w = viz.augmentation_explorer(ds)
+    index, transform, amount, seed = w.children[:4]
+    assert (index.max, transform.options) == (len(ds) - 1, viz.AUGMENTATIONS)
+    first = w.result
+    np.testing.assert_array_equal(first["masks"], ds[0].masks[:, :, ::-1])  # default: flip of image 0
+    transform.value = "none"
+    index.value = 3
+    np.testing.assert_array_equal(w.result["masks"], ds[3].masks)
+    np.testing.assert_array_equal(w.result["labels"], ds[3].labels)
+    plt.close("all")
+
+
+def test_show_samples_accepts_samples_and_dicts():
+    ds = load_sample_dataset("val")
+    fig = viz.show_samples([ds[0], ds[1].to_dict()], class_names=ds.class_names, ncols=3)
+    titles = [ax.get_title() for ax in fig.axes[:2]]
+    assert titles == [f"image {ds[0].image_id}: {len(ds[0].labels)} instances",
+                      f"image {ds[1].image_id}: {len(ds[1].labels)} instances"]
+    plt.close(fig)
