@@ -1,0 +1,143 @@
+"""One frozen configuration for SOLOv2, with named presets.
+
+``SOLOConfig.paper_r50(num_classes)`` is the model of the SOLOv2 paper (Wang et al., "SOLOv2:
+Dynamic and Fast Instance Segmentation", arXiv 2003.10152, §3 and §4; the same settings as the
+authors' WXinlong/SOLO ``solov2_r50_fpn_8gpu_1x`` config). ``SOLOConfig.tiny(num_classes)`` is a
+small model that a 2-core CPU trains on the sample dataset in a minute or two. Every field can be
+overridden: ``SOLOConfig.tiny(4).replace(grid_sizes=(20, 12, 8))``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+NORMALIZATIONS = ("caffe", "unit")  # caffe: keras.applications.resnet.preprocess_input; unit: x / 255
+
+
+@dataclasses.dataclass(frozen=True)
+class SOLOConfig:
+    """Everything that defines a SOLOv2 model, its targets and its losses.
+
+    Attributes:
+        num_classes: C, the number of object classes (no background class: SOLO's category
+            branch is C independent sigmoid classifiers).
+        backbone: ``"resnet50"`` (``keras.applications.ResNet50``) or ``"tiny"``.
+        backbone_weights: ``None`` (random init, the default; nothing is downloaded),
+            ``"imagenet"`` (downloads, for users who can), or a path to a weights file.
+        freeze_backbone: keep the backbone's weights fixed during training.
+        normalization: how images are scaled before the backbone (see :data:`NORMALIZATIONS`);
+            ImageNet weights need ``"caffe"``, the ResNet50 preprocessing.
+        fpn_channels: channels of every FPN output.
+        grid_sizes: S of each level's S x S grid. Level i reads FPN level P(i+2): P2 halved to
+            stride 8, P3, P4, P5, and P6 resized to P5's size, as the reference implementations
+            do (see :attr:`level_strides`); at most 5 levels.
+        scale_ranges: ``(lo, hi)`` of each level: an object belongs to every level with
+            ``lo <= sqrt(w * h) <= hi`` (pixels of the input canvas; ranges overlap).
+        pos_scale: centre sampling: the positive region is the centre of mass +/- 0.5 *
+            pos_scale * (w, h) (the paper's epsilon = 0.2).
+        head_convs: stacked 3x3 conv -> GroupNorm -> ReLU blocks in each head branch.
+        head_channels: channels of those convs.
+        norm_groups: GroupNorm groups everywhere.
+        mask_feature_channels: hidden channels of the mask feature branch (128 in the paper).
+        mask_channels: E, channels of the unified mask feature and of each dynamic kernel (1x1).
+        mask_stride: stride of the mask feature and of the mask targets.
+        prior_prob: initial category probability; the category output bias is
+            ``-log((1 - p) / p)`` (RetinaNet's prior, -log(99) for p = 0.01).
+        focal_alpha: focal loss alpha.
+        focal_gamma: focal loss gamma.
+        mask_loss_weight: lambda in ``L = L_cate + lambda * L_mask`` (3 in the paper).
+        dice_eps: epsilon in the dice denominator.
+    """
+
+    num_classes: int
+    backbone: str = "resnet50"
+    backbone_weights: str | None = None
+    freeze_backbone: bool = False
+    normalization: str = "caffe"
+    fpn_channels: int = 256
+    grid_sizes: tuple[int, ...] = (40, 36, 24, 16, 12)
+    scale_ranges: tuple[tuple[float, float], ...] = ((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048))
+    pos_scale: float = 0.2
+    head_convs: int = 4
+    head_channels: int = 512
+    norm_groups: int = 32
+    mask_feature_channels: int = 128
+    mask_channels: int = 256
+    mask_stride: int = 4
+    prior_prob: float = 0.01
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    mask_loss_weight: float = 3.0
+    dice_eps: float = 1e-3
+
+    def __post_init__(self):
+        # JSON round trips turn tuples into lists; keep the dataclass hashable and comparable.
+        object.__setattr__(self, "grid_sizes", tuple(int(s) for s in self.grid_sizes))
+        object.__setattr__(self, "scale_ranges", tuple((float(lo), float(hi)) for lo, hi in self.scale_ranges))
+        problems = []
+        if self.num_classes < 1:
+            problems.append(f"num_classes must be >= 1, got {self.num_classes}")
+        if not 1 <= len(self.grid_sizes) == len(self.scale_ranges) <= 5:
+            problems.append(f"grid_sizes and scale_ranges need one entry per level (1 to 5 levels), got "
+                            f"{len(self.grid_sizes)} and {len(self.scale_ranges)}")
+        if any(lo > hi or lo < 0 for lo, hi in self.scale_ranges):
+            problems.append(f"each scale range needs 0 <= lo <= hi, got {self.scale_ranges}")
+        if self.backbone not in ("resnet50", "tiny"):
+            problems.append(f"backbone must be 'resnet50' or 'tiny', got {self.backbone!r}")
+        if self.normalization not in NORMALIZATIONS:
+            problems.append(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        if self.backbone_weights == "imagenet" and (self.backbone != "resnet50" or self.normalization != "caffe"):
+            problems.append("ImageNet weights exist for the resnet50 backbone and need normalization='caffe'")
+        for name in ("fpn_channels", "head_channels", "mask_feature_channels", "mask_channels"):
+            if getattr(self, name) % self.norm_groups:
+                problems.append(f"{name}={getattr(self, name)} is not divisible by norm_groups={self.norm_groups}")
+        if not 0 < self.prior_prob < 1 or not 0 < self.pos_scale <= 1:
+            problems.append("prior_prob must be in (0, 1) and pos_scale in (0, 1]")
+        if problems:
+            raise ValueError("invalid SOLOConfig: " + "; ".join(problems))
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.grid_sizes)
+
+    @property
+    def level_strides(self) -> tuple[int, ...]:
+        """Stride of the FPN map each level reads: P2 halved (8), P3 (8), P4 (16), P5 (32), P6 at P5's size (32)."""
+        return (8, 8, 16, 32, 32)[: self.num_levels]
+
+    @property
+    def num_cells(self) -> int:
+        """Sum of S^2 over levels: the rows of the flattened category and kernel outputs."""
+        return sum(s * s for s in self.grid_sizes)
+
+    @classmethod
+    def paper_r50(cls, num_classes: int, **overrides) -> "SOLOConfig":
+        """SOLOv2 with ResNet-50-FPN, as in the paper (arXiv 2003.10152, §4; Table 8 R50 model)."""
+        return cls(num_classes=num_classes, **overrides)
+
+    @classmethod
+    def tiny(cls, num_classes: int, **overrides) -> "SOLOConfig":
+        """A small SOLOv2 for the 256-px sample dataset on a CPU: a 4-stage hand-sized backbone,
+        64-channel FPN, 3 levels (P2-P4), 2 thin convs per branch, E = 64. Scale ranges are the
+        paper's first three divided by about 2.4 (its images are ~800 px, ours 256 px), with the
+        last level open-ended so the largest objects have a home."""
+        params = dict(
+            num_classes=num_classes, backbone="tiny", normalization="unit", fpn_channels=64,
+            grid_sizes=(24, 16, 12), scale_ranges=((1, 40), (20, 80), (40, 2048)),
+            head_convs=2, head_channels=64, norm_groups=16, mask_feature_channels=32, mask_channels=64,
+        )
+        params.update(overrides)
+        return cls(**params)
+
+    def replace(self, **changes) -> "SOLOConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (for ``get_config`` and saved models)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SOLOConfig":
+        return cls(**data)

@@ -1,0 +1,89 @@
+"""Backbones giving C2-C5, the feature maps at strides 4, 8, 16 and 32 (notebook 05).
+
+* ``resnet50``: ``keras.applications.ResNet50`` (He et al. 2016), the paper's backbone. Random
+  init by default (nothing is downloaded); ``weights="imagenet"`` or a local ``.weights.h5`` /
+  ``.h5`` file for users who have one. C2-C5 are the outputs of its stages conv2-conv5
+  (256, 512, 1024, 2048 channels).
+* ``tiny``: four small stages of two 3x3 conv -> GroupNorm -> ReLU blocks (32, 64, 96, 128
+  channels), enough for the 256-px sample dataset on a CPU.
+
+Both are Keras layers that save and load with ``safe_mode=True``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+RESNET50_TAPS = ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out")
+TINY_CHANNELS = (32, 64, 96, 128)
+
+
+def _resnet50_features(weights: str | None) -> keras.Model:
+    """ResNet50 without its classifier, returning ``[C2, C3, C4, C5]``."""
+    local = weights is not None and weights != "imagenet"
+    if local and not os.path.isfile(weights):
+        raise FileNotFoundError(f"backbone weights file {weights!r} not found")
+    base = keras.applications.ResNet50(include_top=False, weights=None if local else weights,
+                                       input_shape=(None, None, 3))
+    if local:
+        base.load_weights(weights)
+    return keras.Model(base.input, [base.get_layer(name).output for name in RESNET50_TAPS], name="resnet50_c2_c5")
+
+
+def _tiny_features(groups: int) -> keras.Model:
+    """The tiny backbone as a functional model returning ``[C2, C3, C4, C5]``."""
+    inputs = keras.Input((None, None, 3))
+    x, outputs = inputs, []
+    for stage, channels in enumerate(TINY_CHANNELS):
+        # Stage 0 halves twice (stem + stage) to reach stride 4, later stages halve once.
+        for block, stride in enumerate((2, 2) if stage == 0 else (2, 1)):
+            x = keras.layers.Conv2D(channels, 3, strides=stride, padding="same", use_bias=False,
+                                    name=f"stage{stage}_conv{block}")(x)
+            x = keras.layers.GroupNormalization(groups, name=f"stage{stage}_gn{block}")(x)
+            x = keras.layers.ReLU(name=f"stage{stage}_relu{block}")(x)
+        outputs.append(x)
+    return keras.Model(inputs, outputs, name="tiny_c2_c5")
+
+
+@keras.saving.register_keras_serializable(package="solo_lib")
+class Backbone(keras.layers.Layer):
+    """C2-C5 feature extractor.
+
+    Args:
+        kind: ``"resnet50"`` or ``"tiny"``.
+        weights: ``None`` (random init), ``"imagenet"`` or a local weights file (resnet50 only).
+        freeze: keep the weights fixed (``trainable = False``).
+        groups: GroupNorm groups of the tiny backbone.
+
+    Call:
+        images ``(B, H, W, 3)`` normalised -> ``[C2, C3, C4, C5]`` at strides 4, 8, 16, 32
+        (sizes ``ceil(H / stride)``).
+    """
+
+    def __init__(self, kind: str = "resnet50", weights: str | None = None, freeze: bool = False, groups: int = 16,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.kind, self.weights_source, self.freeze, self.groups = kind, weights, freeze, groups
+        if kind == "resnet50":
+            self.features = _resnet50_features(weights)
+        elif kind == "tiny":
+            if weights is not None:
+                raise ValueError("the tiny backbone has no pretrained weights; use weights=None")
+            self.features = _tiny_features(groups)
+        else:
+            raise ValueError(f"unknown backbone {kind!r}; use 'resnet50' or 'tiny'")
+        self.features.trainable = not freeze
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        return (256, 512, 1024, 2048) if self.kind == "resnet50" else TINY_CHANNELS
+
+    def call(self, images, training=None):
+        return self.features(images, training=training)
+
+    def get_config(self):
+        # A saved model restores its trained weights from the file itself: never re-download.
+        return {**super().get_config(), "kind": self.kind, "weights": None, "freeze": self.freeze,
+                "groups": self.groups}

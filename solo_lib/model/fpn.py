@@ -1,0 +1,57 @@
+"""Feature Pyramid Network (Lin et al. 2017) giving P2-P6 from C2-C5 (notebook 05).
+
+Lateral 1x1 convs bring every C_k to the same width, a top-down pass adds each coarser map,
+upsampled (nearest), to the next finer one, and a 3x3 conv smooths each sum. P6 is P5 subsampled
+with stride 2 (a 1x1 max-pool with stride 2, as mmdetection's FPN does without extra convs).
+Upsampling resizes to the finer map's exact size, so inputs whose size is not a multiple of 32
+still work.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+def resize_like(x, reference, method="nearest"):
+    """Resizes ``(B, h, w, C)`` to the spatial size of ``reference`` ``(B, H, W, *)``."""
+    size = ops.shape(reference)[1:3]
+    return ops.image.resize(x, (size[0], size[1]), interpolation=method)
+
+
+@keras.saving.register_keras_serializable(package="solo_lib")
+class FPN(keras.layers.Layer):
+    """P2-P5 (and optionally P6) with ``channels`` channels each.
+
+    Args:
+        channels: output width of every level (256 in the paper).
+        with_p6: also return P6 (needed by a 5-level head).
+
+    Call:
+        ``[C2, C3, C4, C5]`` -> ``[P2, P3, P4, P5]`` (+ ``P6``), strides 4, 8, 16, 32 (64).
+    """
+
+    def __init__(self, channels: int = 256, with_p6: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.channels, self.with_p6 = channels, with_p6
+        # One attribute per layer, not a list: Keras 3 saves layers kept in a list to .keras files,
+        # but tf.train.Checkpoint does not follow them (they would restore as random weights).
+        for k in range(2, 6):
+            setattr(self, f"lateral_c{k}", keras.layers.Conv2D(channels, 1, name=f"lateral_c{k}"))
+            setattr(self, f"output_p{k}", keras.layers.Conv2D(channels, 3, padding="same", name=f"output_p{k}"))
+        self.p6 = keras.layers.MaxPooling2D(pool_size=1, strides=2, name="p6_subsample")
+
+    def call(self, features):
+        lateral_convs = [getattr(self, f"lateral_c{k}") for k in range(2, 6)]
+        output_convs = [getattr(self, f"output_p{k}") for k in range(2, 6)]
+        laterals = [conv(c) for conv, c in zip(lateral_convs, features)]
+        merged = [laterals[-1]]
+        for lateral in reversed(laterals[:-1]):  # top-down: P5 -> P4 -> P3 -> P2
+            merged.insert(0, lateral + resize_like(merged[0], lateral))
+        outputs = [conv(p) for conv, p in zip(output_convs, merged)]
+        if self.with_p6:
+            outputs.append(self.p6(outputs[-1]))
+        return outputs
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "with_p6": self.with_p6}

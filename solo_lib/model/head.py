@@ -1,0 +1,106 @@
+"""The SOLOv2 head: category and kernel branches on an S x S grid per level (notebook 06).
+
+For each FPN level (SOLOv2 §3.2, and the authors' ``solov2_head.py``):
+
+1. the level's map gets two extra channels holding each pixel's normalised x and y in [-1, 1]
+   (CoordConv, Liu et al. 2018): SOLO must know *where* a cell is to say which object is there;
+2. it is resized (bilinear) to S x S, one row of features per grid cell;
+3. the **kernel branch** (with the coordinates) predicts E numbers per cell: the weights of a 1x1
+   conv that turns the mask feature into that cell's mask (dynamic convolution);
+4. the **category branch** (the same resized map without the coordinates) predicts C class
+   scores per cell, as independent sigmoids with the output bias set to the prior ``p = 0.01``.
+
+Each branch is ``head_convs`` stacked 3x3 conv -> GroupNorm -> ReLU blocks. The same weights
+serve every level. Outputs are flattened over cells and concatenated over levels, so one integer
+indexes a cell of any level (see ``solo_lib.model.dynamic``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+
+def coordinate_channels(x):
+    """Two channels with each pixel's normalised (x, y) in [-1, 1].
+
+    Args:
+        x: ``(B, H, W, C)``.
+
+    Returns:
+        ``(B, H, W, 2)``, channel 0 = x (varies along W), channel 1 = y.
+    """
+    shape = ops.shape(x)
+    ys = ops.linspace(-1.0, 1.0, shape[1])
+    xs = ops.linspace(-1.0, 1.0, shape[2])
+    grid_y, grid_x = ops.meshgrid(ys, xs, indexing="ij")  # (H, W)
+    coords = ops.stack([grid_x, grid_y], axis=-1)[None]  # (1, H, W, 2)
+    return ops.cast(ops.broadcast_to(coords, (shape[0], shape[1], shape[2], 2)), x.dtype)
+
+
+def conv_gn_relu_tower(num_convs, channels, groups, name):
+    """``num_convs`` x (3x3 conv without bias -> GroupNorm -> ReLU), weights ~ N(0, 0.01)."""
+    layers = []
+    for i in range(num_convs):
+        layers += [
+            keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"{name}_conv{i}",
+                                kernel_initializer=keras.initializers.RandomNormal(stddev=0.01)),
+            keras.layers.GroupNormalization(groups, name=f"{name}_gn{i}"),
+            keras.layers.ReLU(name=f"{name}_relu{i}"),
+        ]
+    return keras.Sequential(layers, name=name)
+
+
+@keras.saving.register_keras_serializable(package="solo_lib")
+class SOLOv2Head(keras.layers.Layer):
+    """Category and kernel predictions on each level's S x S grid.
+
+    Args:
+        num_classes: C.
+        grid_sizes: S per level.
+        head_convs: conv blocks per branch.
+        channels: width of those blocks.
+        kernel_channels: E, the dynamic kernel size (1x1 kernels on an E-channel mask feature).
+        groups: GroupNorm groups.
+        prior_prob: initial category probability.
+
+    Call:
+        a list of level maps ``(B, h_l, w_l, F)`` -> ``{"category": (B, sum S^2, C),
+        "kernel": (B, sum S^2, E)}`` (logits and kernel weights).
+    """
+
+    def __init__(self, num_classes, grid_sizes, head_convs=4, channels=512, kernel_channels=256, groups=32,
+                 prior_prob=0.01, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes, self.grid_sizes = num_classes, tuple(grid_sizes)
+        self.head_convs, self.channels, self.kernel_channels = head_convs, channels, kernel_channels
+        self.groups, self.prior_prob = groups, prior_prob
+        normal = keras.initializers.RandomNormal(stddev=0.01)
+        self.kernel_tower = conv_gn_relu_tower(head_convs, channels, groups, "kernel_tower")
+        self.category_tower = conv_gn_relu_tower(head_convs, channels, groups, "category_tower")
+        self.kernel_out = keras.layers.Conv2D(kernel_channels, 3, padding="same", kernel_initializer=normal,
+                                              name="kernel_out")
+        # RetinaNet prior (Lin et al. 2017, §4.1): sigmoid(b) = p, so b = -log((1 - p) / p) = -log(99).
+        self.category_out = keras.layers.Conv2D(
+            num_classes, 3, padding="same", kernel_initializer=normal,
+            bias_initializer=keras.initializers.Constant(-math.log((1 - prior_prob) / prior_prob)),
+            name="category_out")
+
+    def call(self, level_features, training=None):
+        categories, kernels = [], []
+        for feature, s in zip(level_features, self.grid_sizes):
+            with_coords = ops.concatenate([feature, coordinate_channels(feature)], axis=-1)
+            grid = ops.image.resize(with_coords, (s, s), interpolation="bilinear")  # (B, S, S, F + 2)
+            kernel = self.kernel_out(self.kernel_tower(grid, training=training))
+            category = self.category_out(self.category_tower(grid[..., :-2], training=training))
+            batch = ops.shape(grid)[0]
+            kernels.append(ops.reshape(kernel, (batch, s * s, self.kernel_channels)))
+            categories.append(ops.reshape(category, (batch, s * s, self.num_classes)))
+        return {"category": ops.concatenate(categories, axis=1), "kernel": ops.concatenate(kernels, axis=1)}
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "grid_sizes": list(self.grid_sizes),
+                "head_convs": self.head_convs, "channels": self.channels, "kernel_channels": self.kernel_channels,
+                "groups": self.groups, "prior_prob": self.prior_prob}

@@ -1,0 +1,70 @@
+"""The unified mask feature branch of SOLOv2 (§3.2.2, "Mask Feature Learning"; notebook 06).
+
+One map F of E channels at stride 4 serves every instance: each level P2-P5 goes through
+3x3 conv -> GroupNorm -> ReLU blocks and 2x bilinear upsamplings until it reaches stride 4
+(P2: 1 block; P3: 1 block + 1 upsampling; P4: 2 of each; P5: 3 of each, with the CoordConv
+channels appended to its input, as the paper does for the coarsest level), the four maps are
+summed, and a 1x1 conv -> GroupNorm -> ReLU gives E channels. A dynamic kernel from the head then
+turns F into one instance mask (``solo_lib.model.dynamic``).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from solo_lib.model.fpn import resize_like
+from solo_lib.model.head import coordinate_channels
+
+
+@keras.saving.register_keras_serializable(package="solo_lib")
+class MaskFeatureBranch(keras.layers.Layer):
+    """``[P2, P3, P4, P5]`` -> F ``(B, H/4, W/4, E)``.
+
+    Args:
+        hidden_channels: width of the per-level blocks (128 in the paper).
+        out_channels: E (256 in the paper).
+        groups: GroupNorm groups.
+    """
+
+    def __init__(self, hidden_channels=128, out_channels=256, groups=32, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_channels, self.out_channels, self.groups = hidden_channels, out_channels, groups
+        normal = keras.initializers.RandomNormal(stddev=0.01)
+
+        def block(name):
+            return keras.Sequential([
+                keras.layers.Conv2D(hidden_channels, 3, padding="same", use_bias=False, kernel_initializer=normal,
+                                    name=f"{name}_conv"),
+                keras.layers.GroupNormalization(groups, name=f"{name}_gn"),
+                keras.layers.ReLU(name=f"{name}_relu"),
+            ], name=name)
+
+        # Level k (P2..P5) has max(k, 1) blocks; after each block but the P2 one, a 2x upsampling.
+        # One attribute per block (tf.train.Checkpoint does not follow layers kept in lists).
+        for k in range(4):
+            for i in range(max(k, 1)):
+                setattr(self, f"p{k + 2}_block{i}", block(f"p{k + 2}_block{i}"))
+        self.fuse = keras.Sequential([
+            keras.layers.Conv2D(out_channels, 1, use_bias=False, kernel_initializer=normal, name="fuse_conv"),
+            keras.layers.GroupNormalization(groups, name="fuse_gn"),
+            keras.layers.ReLU(name="fuse_relu"),
+        ], name="fuse")
+
+    def call(self, features, training=None):
+        total = None
+        for k in range(4):
+            x = features[k]
+            if k == 3:
+                x = ops.concatenate([x, coordinate_channels(x)], axis=-1)
+            for i in range(max(k, 1)):
+                block = getattr(self, f"p{k + 2}_block{i}")
+                x = block(x, training=training)
+                if k > 0:  # 2x bilinear up, to the next finer level's exact size; ends on P2's
+                    x = resize_like(x, features[k - 1 - i], method="bilinear")
+            total = x if total is None else total + x
+        return self.fuse(total, training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_channels": self.hidden_channels, "out_channels": self.out_channels,
+                "groups": self.groups}

@@ -1,0 +1,115 @@
+"""SOLOv2: backbone -> FPN -> (head, mask feature), as one Keras model (notebook 06).
+
+``SOLOv2(config)(images)`` takes RGB images ``(B, H, W, 3)`` with values 0-255 (the batch canvas,
+padded to a multiple of 32 by :func:`pad_to_multiple`) and returns a dict:
+
+* ``category``: ``(B, sum S^2, C)`` class logits of every grid cell of every level;
+* ``kernel``: ``(B, sum S^2, E)`` the dynamic 1x1 kernel of every cell;
+* ``mask_feature``: ``(B, H/4, W/4, E)`` the unified mask feature F.
+
+Masks come from ``dynamic_conv(mask_feature, gather_kernels(kernel, cells))`` for the cells that
+matter (positives in training, cells that pass the score threshold at inference), never for all
+cells. The model saves and loads as a ``.keras`` file with ``safe_mode=True``.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from solo_lib.config import SOLOConfig
+from solo_lib.model.backbone import Backbone
+from solo_lib.model.fpn import FPN, resize_like
+from solo_lib.model.head import SOLOv2Head
+from solo_lib.model.mask_feature import MaskFeatureBranch
+
+# keras.applications.resnet.preprocess_input ("caffe"): RGB -> BGR, minus the ImageNet BGR means.
+CAFFE_BGR_MEANS = (103.939, 116.779, 123.68)
+
+
+def normalize_images(images, mode: str):
+    """Scales RGB 0-255 images the way the backbone expects.
+
+    Args:
+        images: ``(B, H, W, 3)`` RGB, 0-255, any dtype.
+        mode: ``"caffe"`` (the ResNet50 ImageNet preprocessing, equal to
+            ``keras.applications.resnet.preprocess_input``) or ``"unit"`` (divide by 255).
+    """
+    x = ops.cast(images, "float32")
+    if mode == "caffe":
+        return x[..., ::-1] - ops.convert_to_tensor(CAFFE_BGR_MEANS, "float32")
+    if mode == "unit":
+        return x / 255.0
+    raise ValueError(f"unknown normalization {mode!r}")
+
+
+def pad_to_multiple(images, multiple: int = 32):
+    """Zero-pads ``(B, H, W, C)`` at the bottom and right to a multiple of ``multiple``.
+
+    Annotations keep their coordinates: padding adds pixels after the image, never before.
+    """
+    shape = ops.shape(images)
+    pad_h = (-shape[1]) % multiple
+    pad_w = (-shape[2]) % multiple
+    return ops.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+
+
+def split_levels(flat, grid_sizes):
+    """``(B, sum S^2, X)`` -> list of ``(B, S, S, X)``, one per level."""
+    out, start = [], 0
+    for s in grid_sizes:
+        out.append(ops.reshape(flat[:, start:start + s * s], (-1, s, s, ops.shape(flat)[-1])))
+        start += s * s
+    return out
+
+
+def head_inputs(pyramid, num_levels: int):
+    """The FPN maps the head reads, as the reference does: P2 halved (bilinear) to P3's size, P3,
+    P4, P5, and P6 resized to P5's size; the first ``num_levels`` of them."""
+    p2_half = resize_like(pyramid[0], pyramid[1], method="bilinear")
+    levels = [p2_half, pyramid[1], pyramid[2], pyramid[3]]
+    if num_levels == 5:
+        levels.append(resize_like(pyramid[4], pyramid[3], method="bilinear"))
+    return levels[:num_levels]
+
+
+@keras.saving.register_keras_serializable(package="solo_lib")
+class SOLOv2(keras.Model):
+    """The whole network. Build it from a :class:`SOLOConfig`.
+
+    Args:
+        config: a ``SOLOConfig`` (or its ``to_dict()``).
+    """
+
+    def __init__(self, config: SOLOConfig | dict, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config if isinstance(config, SOLOConfig) else SOLOConfig.from_dict(config)
+        c = self.config
+        self.backbone = Backbone(c.backbone, c.backbone_weights, c.freeze_backbone, groups=c.norm_groups,
+                                 name="backbone")
+        self.fpn = FPN(c.fpn_channels, with_p6=c.num_levels == 5, name="fpn")
+        self.head = SOLOv2Head(c.num_classes, c.grid_sizes, c.head_convs, c.head_channels, c.mask_channels,
+                               c.norm_groups, c.prior_prob, name="head")
+        self.mask_branch = MaskFeatureBranch(c.mask_feature_channels, c.mask_channels, c.norm_groups,
+                                             name="mask_feature")
+
+    def call(self, images, training=None):
+        x = normalize_images(images, self.config.normalization)
+        pyramid = self.fpn(self.backbone(x, training=training))
+        outputs = self.head(head_inputs(pyramid, self.config.num_levels), training=training)
+        outputs["mask_feature"] = self.mask_branch(pyramid[:4], training=training)
+        return outputs
+
+    def get_config(self):
+        return {**super().get_config(), "config": self.config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_model(config: SOLOConfig, image_size: tuple[int, int] = (256, 256)) -> SOLOv2:
+    """A SOLOv2 model with its weights created (one forward pass on zeros of ``image_size``)."""
+    model = SOLOv2(config)
+    model(ops.zeros((1, *image_size, 3)))
+    return model
