@@ -146,6 +146,95 @@ def check_03a_vertical_flip(vertical_flip) -> str:
     return "image, masks, boxes stay aligned"
 
 
+# -- 05: backbone and FPN --------------------------------------------------------------------
+
+def check_05a_feature_sizes(feature_sizes) -> str:
+    """``feature_sizes(h, w) -> [(h2, w2), (h3, w3), (h4, w4), (h5, w5)]``: C2-C5 sizes."""
+    import numpy as np
+
+    from solo_lib.model.backbone import Backbone
+
+    backbone = Backbone("tiny")
+    for h, w in ((64, 64), (100, 37), (33, 130)):
+        expected = [tuple(int(d) for d in c.shape[1:3]) for c in backbone(np.zeros((1, h, w, 3), "float32"))]
+        got = [tuple(int(d) for d in pair) for pair in feature_sizes(h, w)]
+        _expect(got == expected, f"input {h}x{w}: the backbone gives {expected}, you said {got} "
+                                 "(hint: a stride-2 conv with 'same' padding gives ceil(n / 2))")
+    return "3 input sizes, including odd ones"
+
+
+# -- 06: heads and dynamic convolution -------------------------------------------------------
+
+def check_06a_dynamic_conv(dynamic_conv_one_image) -> str:
+    """``dynamic_conv_one_image(F (H, W, E), G (K, E)) -> (K, H, W)`` mask logits."""
+    rng = np.random.default_rng(6)
+    for h, w, e, k in ((4, 5, 3, 2), (7, 3, 8, 5)):
+        feature, kernels = rng.normal(size=(h, w, e)), rng.normal(size=(k, e))
+        want = np.stack([(feature * g).sum(axis=-1) for g in kernels])
+        got = np.asarray(dynamic_conv_one_image(feature, kernels), float)
+        _expect(got.shape == want.shape, f"F {feature.shape}, G {kernels.shape}: expected shape {want.shape}, "
+                                         f"got {got.shape}")
+        _expect(np.allclose(got, want, atol=1e-6), "values differ: mask k at pixel (y, x) is sum_e F[y, x, e] G[k, e]")
+    return "2 shapes"
+
+
+# -- 04: targets -----------------------------------------------------------------------------
+
+def check_04a_cell_of(cell_of) -> str:
+    """``cell_of(v, size, S) -> int``: the grid cell of coordinate v on a side of ``size`` pixels."""
+    rng = np.random.default_rng(4)
+    cases = [(0.0, 256, 24), (255.0, 256, 24), (10.66, 256, 24), (10.67, 256, 24), (128.0, 192, 16), (-1.0, 64, 12),
+             (64.5, 64, 12)] + [(float(rng.uniform(0, 300)), 300, int(rng.integers(5, 41))) for _ in range(20)]
+    for v, size, grid in cases:
+        expected = int(min(max(np.floor(v / size * grid), 0), grid - 1))
+        got = cell_of(v, size, grid)
+        _expect(got == expected, f"cell_of({v}, {size}, {grid}): expected {expected}, got {got!r}")
+    return f"{len(cases)} coordinates, including the edges"
+
+
+def check_04b_levels_of(levels_of) -> str:
+    """``levels_of(w, h, scale_ranges) -> list[int]``: levels whose range holds sqrt(w * h)."""
+    from solo_lib.config import SOLOConfig
+
+    ranges = SOLOConfig.paper_r50(80).scale_ranges
+    cases = [((10, 10), [0]), ((48, 48), [0, 1]), ((96, 96), [0, 1, 2]), ((97, 97), [1, 2]), ((60, 240), [1, 2]),
+             ((1000, 1000), [4]), ((3000, 3000), [])]
+    for (w, h), expected in cases:
+        got = list(levels_of(w, h, ranges))
+        _expect(got == expected, f"w={w}, h={h} (sqrt(w*h) = {np.sqrt(w * h):g}): expected levels {expected}, "
+                                 f"got {got} (ranges include both ends)")
+    return f"{len(cases)} sizes, at range edges too"
+
+
+# -- 07: losses ------------------------------------------------------------------------------
+
+def check_07a_dice(dice) -> str:
+    """``dice(p, q) -> float``: ``1 - 2 sum(pq) / (sum p^2 + sum q^2 + 1e-3)``."""
+    rng = np.random.default_rng(7)
+    cases = [(np.ones((4, 4)), np.ones((4, 4))), (np.zeros((3, 3)), np.ones((3, 3))),
+             (rng.random((6, 5)), (rng.random((6, 5)) > 0.5).astype(float)), (rng.random((2, 9)), rng.random((2, 9)))]
+    for p, q in cases:
+        expected = 1 - 2 * (p * q).sum() / ((p ** 2).sum() + (q ** 2).sum() + 1e-3)
+        got = float(dice(p, q))
+        _expect(abs(got - expected) < 1e-6, f"p, q of shape {p.shape}: expected {expected:.6f}, got {got:.6f}")
+    return f"{len(cases)} pairs, hard and soft"
+
+
+def check_07b_focal(focal) -> str:
+    """``focal(p, y, alpha, gamma) -> array``: per-element sigmoid focal loss (RetinaNet Eq. 5)."""
+    p = np.array([0.01, 0.3, 0.5, 0.9, 0.99, 0.2])
+    y = np.array([0, 1, 0, 1, 0, 1])
+    for alpha, gamma in ((0.25, 2.0), (0.5, 0.0), (0.9, 1.0)):
+        p_t = np.where(y == 1, p, 1 - p)
+        a_t = np.where(y == 1, alpha, 1 - alpha)
+        expected = -a_t * (1 - p_t) ** gamma * np.log(p_t)
+        got = np.asarray(focal(p.copy(), y.copy(), alpha, gamma), float)
+        _expect(got.shape == expected.shape and np.allclose(got, expected, rtol=1e-6),
+                f"alpha={alpha}, gamma={gamma}: expected {np.round(expected, 4)}, got {np.round(got, 4)} "
+                "(hint: alpha weights the positives, 1 - alpha the negatives)")
+    return "3 (alpha, gamma) settings, positives and negatives"
+
+
 CHECKERS = {
     "00": check_00_count_instances,
     "01a": check_01a_rle_encode,
@@ -153,6 +242,12 @@ CHECKERS = {
     "02a": check_02a_rectangle_to_polygon,
     "02b": check_02b_count_instances,
     "03a": check_03a_vertical_flip,
+    "04a": check_04a_cell_of,
+    "04b": check_04b_levels_of,
+    "05a": check_05a_feature_sizes,
+    "06a": check_06a_dynamic_conv,
+    "07a": check_07a_dice,
+    "07b": check_07b_focal,
 }
 
 

@@ -187,3 +187,123 @@ def augmentation_explorer(dataset):
         amount=widgets.FloatSlider(0.5, min=0.0, max=1.0, step=0.05, description="amount"),
         seed=widgets.IntSlider(0, 0, 20, description="seed"),
     )
+
+
+def grid_view(sample, config, level: int = 0, instance: int = 0):
+    """Callback of notebook 04's grid explorer: one level's S x S grid and one instance's cells.
+
+    Left: the image with all instance outlines, the level's grid, the chosen instance's centre
+    of mass (a cross), its centre region (centre +/- 0.5 * pos_scale * (w, h), dashed) and its
+    positive cells filled in its class colour. Right: the level's category map (light gray is
+    background). Grid lines sit at ``j * W / S`` in pixel-centre coordinates, so a point lies in
+    the cell it is drawn in, exactly as ``solo_lib.targets`` assigns it.
+
+    Args:
+        sample: a ``Sample`` or a sample dict (``image``, ``masks``, ``labels``, optional
+            ``iscrowd`` and ``class_names``).
+        config: a ``SOLOConfig``.
+        level: pyramid level in ``[0, config.num_levels)``.
+        instance: index of the instance to highlight, in ``[0, N)`` (ignored when N = 0).
+
+    Returns:
+        ``(figure, level_targets)``: the figure and the level's ``LevelTargets``.
+
+    Raises:
+        ValueError: level or instance out of range.
+    """
+    from solo_lib.targets import assign_grid_cells, instance_geometry
+
+    s = sample if isinstance(sample, dict) else vars(sample)
+    image, masks, labels = np.asarray(s["image"]), np.asarray(s["masks"]), np.asarray(s["labels"])
+    n, height, width = masks.shape
+    iscrowd = np.asarray(s.get("iscrowd", np.zeros(n, bool)), bool)
+    names = s.get("class_names") or [str(c) for c in range(config.num_classes)]
+    if not 0 <= level < config.num_levels or (n and not 0 <= instance < n):
+        raise ValueError(f"level must be in [0, {config.num_levels}) and instance in [0, {n}), "
+                         f"got level={level}, instance={instance}")
+    targets = assign_grid_cells(masks, labels, config, iscrowd)[level]
+    grid, (lo, hi) = config.grid_sizes[level], config.scale_ranges[level]
+    cell_w, cell_h = width / grid, height / grid
+
+    fig, (ax, ax_map) = plt.subplots(1, 2, figsize=(10, 5), gridspec_kw={"width_ratios": [width / height, 1]})
+    ax.imshow((0.6 * image + 0.4 * 255).astype(np.uint8))  # faded, so cells and outlines stand out
+    for k in range(n):
+        if masks[k].any():
+            ax.contour(masks[k], levels=[0.5], colors=[class_color(labels[k])],
+                       linewidths=2.5 if k == instance else 1.0, linestyles="dotted" if iscrowd[k] else "solid")
+    for t in range(1, grid):
+        ax.axvline(t * cell_w, color="black", lw=0.4, alpha=0.5)
+        ax.axhline(t * cell_h, color="black", lw=0.4, alpha=0.5)
+    title = f"level {level}: S={grid}, sqrt(wh) in [{lo:g}, {hi:g}]\n"
+    if n == 0:
+        title += "no instances"
+    else:
+        geo = {key: v[0] for key, v in instance_geometry(masks[instance:instance + 1]).items()}
+        color, scale = class_color(labels[instance]), float(np.sqrt(geo["w"] * geo["h"]))
+        for cell in targets.cells[targets.instances == instance]:
+            i, j = divmod(int(cell), grid)
+            ax.add_patch(plt.Rectangle((j * cell_w, i * cell_h), cell_w, cell_h, color=color, alpha=0.55, lw=0))
+        count = int((targets.instances == instance).sum())
+        title += f"instance {instance} ({names[int(labels[instance])]}"
+        if geo["area"] == 0:
+            title += ", empty mask): 0 positives"
+        else:
+            hw, hh = 0.5 * config.pos_scale * geo["w"], 0.5 * config.pos_scale * geo["h"]
+            ax.add_patch(plt.Rectangle((geo["cx"] - hw, geo["cy"] - hh), 2 * hw, 2 * hh, fill=False,
+                                       ec="black", lw=1.2, ls="--"))
+            ax.plot(geo["cx"], geo["cy"], marker="+", ms=10, mew=2, color="black")
+            reason = (", crowd" if iscrowd[instance] else
+                      ", size out of range" if not lo <= scale <= hi else "")
+            title += f", sqrt(wh)={scale:.0f}{reason}): {count} positive{'s' * (count != 1)}"
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+
+    category = targets.category
+    rgb = np.full((grid, grid, 3), 0.85)  # background: light gray
+    for label in np.unique(category[category < config.num_classes]):
+        rgb[category == label] = class_color(label)
+    ax_map.imshow(rgb, extent=(0, grid, grid, 0))
+    ax_map.set_xticks(np.arange(grid + 1), minor=True)
+    ax_map.set_yticks(np.arange(grid + 1), minor=True)
+    ax_map.grid(which="minor", color="white", lw=0.5)
+    ax_map.tick_params(which="both", length=0, labelsize=7)
+    present = [int(c) for c in np.unique(category) if c < config.num_classes]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=class_color(c), label=names[c]) for c in present]
+    handles.append(plt.Rectangle((0, 0), 1, 1, color=(0.85,) * 3, label="background"))
+    fig.legend(handles=handles, loc="lower right", ncol=len(handles), fontsize=8, frameon=False)
+    ax_map.set_title(f"category map {grid}x{grid}: {int((category < config.num_classes).sum())} "
+                     f"positive cells, {len(targets.cells)} (cell, instance) pairs", fontsize=9)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))  # room for the legend
+    return fig, targets
+
+
+def grid_explorer(dataset, config):
+    """An ipywidgets explorer over :func:`grid_view` for a ``CocoDataset``.
+
+    Its children are, in order: image index, level and instance sliders. The instance index is
+    clamped to the image's last instance. After ``w.children[i].value = ...`` the widget re-runs
+    and ``w.result`` holds the shown level's ``LevelTargets``.
+    """
+    import ipywidgets as widgets
+
+    samples = {}
+    most = max([len(dataset.annotations(image_id)) for image_id in dataset.image_ids] + [1])
+
+    def show(index=0, level=0, instance=0):
+        if index not in samples:
+            samples[index] = dataset[index]
+        sample = samples[index]
+        instance = min(instance, max(len(sample.labels) - 1, 0))
+        fig, targets = grid_view(sample, config, level, instance)
+        plt.show()
+        return targets
+
+    return widgets.interactive(
+        show,
+        index=widgets.IntSlider(0, 0, len(dataset) - 1, description="image"),
+        level=widgets.IntSlider(0, 0, config.num_levels - 1, description="level"),
+        instance=widgets.IntSlider(0, 0, most - 1, description="instance"),
+    )

@@ -26,6 +26,12 @@ ANSWERS = {
     "02a": ("ex02", "rectangle_to_polygon"),
     "02b": ("ex02", "count_instances"),
     "03a": ("ex03", "vertical_flip"),
+    "04a": ("ex04", "cell_of"),
+    "04b": ("ex04", "levels_of"),
+    "05a": ("ex05", "feature_sizes"),
+    "06a": ("ex06", "dynamic_conv_one_image"),
+    "07a": ("ex07", "dice"),
+    "07b": ("ex07", "focal"),
 }
 
 WRONG = {
@@ -35,6 +41,12 @@ WRONG = {
     "02a": lambda points: [c for p in points for c in p],  # LabelMe's published bug: 2 points, not 4 corners
     "02b": lambda shapes: len(shapes),
     "03a": lambda s: dict(s, image=s["image"][::-1]),  # flips the image only
+    "04a": lambda v, size, s: int(round(v / size * s)),  # rounds instead of floor, no clipping
+    "04b": lambda w, h, ranges: [i for i, (lo, hi) in enumerate(ranges) if lo < (w * h) ** 0.5 < hi],  # open ends
+    "05a": lambda h, w: [(h // s, w // s) for s in (4, 8, 16, 32)],  # floor instead of ceil
+    "06a": lambda f, g: np.einsum("hwe,ke->hwk", f, g),  # right numbers, wrong axis order
+    "07a": lambda p, q: 1 - 2 * (p * q).sum() / (p.sum() + q.sum() + 1e-3),  # sums, not sums of squares
+    "07b": lambda p, y, a, g: -a * (1 - np.where(y == 1, p, 1 - p)) ** g * np.log(np.where(y == 1, p, 1 - p)),  # alpha for all
 }
 
 
