@@ -16,10 +16,11 @@ NB_ENV := MPLBACKEND=Agg TQDM_DISABLE=1 CUDA_VISIBLE_DEVICES= PYTHONHASHSEED=0
 
 NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: venv lab test unit nbval notebooks data clean help
+.PHONY: venv lab test demo unit nbval notebooks data clean help
 help:
 	@echo "make lab        open the course in JupyterLab (bootstraps .venv)"
 	@echo "make test       unit tests + strict nbval on every notebook (bootstraps .venv)"
+	@echo "make demo       headless: train the tiny preset on the sample data, print AP, write outputs/"
 	@echo "make unit       unit tests only"
 	@echo "make nbval      notebooks only"
 	@echo "make notebooks  re-execute every notebook in place (for authors, before committing)"
@@ -40,6 +41,9 @@ lab: venv
 
 test: venv
 	$(NB_ENV) $(BIN)/python -m pytest tests notebooks $(NBVAL_FLAGS)
+
+demo: venv
+	MPLBACKEND=Agg $(BIN)/python -m solo_lib demo --out outputs
 
 unit: venv
 	$(NB_ENV) $(BIN)/python -m pytest tests

@@ -48,6 +48,15 @@ class SOLOConfig:
         focal_gamma: focal loss gamma.
         mask_loss_weight: lambda in ``L = L_cate + lambda * L_mask`` (3 in the paper).
         dice_eps: epsilon in the dice denominator.
+        score_thr: inference: keep (cell, class) pairs whose category score is above this
+            (after point NMS; ``solo_lib.inference``).
+        mask_thr: inference: a mask pixel is foreground where its probability is above this.
+        nms_pre: inference: at most this many candidates, by score, enter Matrix NMS.
+        update_thr: inference: keep candidates whose score after Matrix NMS is at least this.
+        max_per_img: inference: at most this many instances per image.
+        nms_kernel: Matrix NMS decay kernel, ``"gaussian"`` or ``"linear"`` (``solo_lib.nms``).
+        nms_sigma: gaussian kernel ``exp(-nms_sigma * iou^2)``; the code convention, in which
+            2.0 equals the paper's sigma = 0.5 (it writes ``exp(-iou^2 / sigma)``).
     """
 
     num_classes: int
@@ -70,6 +79,13 @@ class SOLOConfig:
     focal_gamma: float = 2.0
     mask_loss_weight: float = 3.0
     dice_eps: float = 1e-3
+    score_thr: float = 0.1
+    mask_thr: float = 0.5
+    nms_pre: int = 500
+    update_thr: float = 0.05
+    max_per_img: int = 100
+    nms_kernel: str = "gaussian"
+    nms_sigma: float = 2.0
 
     def __post_init__(self):
         # JSON round trips turn tuples into lists; keep the dataclass hashable and comparable.

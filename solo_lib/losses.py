@@ -92,7 +92,7 @@ def solo_losses(outputs, targets, config):
             ``category`` ``(B, M)`` int32 class per cell (``C`` for background),
             ``pos_cells`` ``(B, K)`` int32 flat cell index of each positive (cell, instance) pair,
             ``pos_instances`` ``(B, K)`` int32 instance index of each pair into ``masks``,
-            ``pos_valid`` ``(B, K)`` bool, False on padding (padding indices may be anything),
+            ``pos_valid`` ``(B, K)`` bool or 0/1, False (0) on padding (padding indices may be anything),
             ``masks`` ``(B, N, H, W)`` uint8 instance masks at the mask feature's resolution.
         config: a :class:`solo_lib.config.SOLOConfig` (num_classes, focal_alpha, focal_gamma,
             dice_eps, mask_loss_weight).

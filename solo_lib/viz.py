@@ -307,3 +307,42 @@ def grid_explorer(dataset, config):
         level=widgets.IntSlider(0, 0, config.num_levels - 1, description="level"),
         instance=widgets.IntSlider(0, 0, most - 1, description="instance"),
     )
+
+
+def draw_predictions(ax, image, result, class_names, score_thr=0.0, *, title=None, alpha=0.5):
+    """Draws predicted instances: class-coloured masks, outlines and "name 0.87" labels.
+
+    Args:
+        ax: a matplotlib Axes.
+        image: ``(H, W, 3)`` uint8, the image the prediction was made on.
+        result: ``solo_lib.inference.predict``'s dict: ``masks`` ``(K, H, W)`` binary, ``labels``
+            ``(K,)`` and ``scores`` ``(K,)``.
+        class_names: names indexed by label.
+        score_thr: draw only instances with ``score >= score_thr``.
+        title: optional axes title.
+        alpha: mask opacity.
+
+    Returns:
+        ``(K',)`` int indices into ``result`` of the drawn instances, highest score first.
+    """
+    masks, labels, scores = (np.asarray(result[key]) for key in ("masks", "labels", "scores"))
+    shown = np.flatnonzero(scores >= score_thr)
+    shown = shown[np.argsort(-scores[shown], kind="stable")]
+    order = shown[::-1]  # lowest score first, so the best instance is painted on top
+    ax.imshow(overlay_masks(image, masks[order], labels[order], alpha))
+    for k in order:
+        mask, color = masks[k].astype(bool), class_color(labels[k])
+        if not mask.any():
+            continue
+        ax.contour(mask, levels=[0.5], colors=[color], linewidths=1.0)
+        ys, xs = np.nonzero(mask)
+        ax.text(xs.min() - 0.5, ys.min() - 1.5, f"{class_names[int(labels[k])]} {scores[k]:.2f}", color="white",
+                fontsize=7, bbox={"facecolor": color, "pad": 1, "lw": 0})
+    height, width = np.shape(image)[:2]
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return shown

@@ -352,7 +352,10 @@ class CocoDataset:
             from pycocotools.coco import COCO
 
             coco = COCO()
-            coco.dataset = self._dataset
+            # The cleaned annotations (degenerate polygons dropped, points clipped), so COCOeval's
+            # ground truth is exactly what Sample.masks shows.
+            cleaned = [ann for anns in self._anns_by_image.values() for ann in anns]
+            coco.dataset = dict(self._dataset, annotations=cleaned)
             with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
                 coco.createIndex()
             self._coco = coco

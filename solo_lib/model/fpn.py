@@ -3,7 +3,7 @@
 Lateral 1x1 convs bring every C_k to the same width, a top-down pass adds each coarser map,
 upsampled (nearest), to the next finer one, and a 3x3 conv smooths each sum. P6 is P5 subsampled
 with stride 2 (a 1x1 max-pool with stride 2, as mmdetection's FPN does without extra convs).
-Upsampling resizes to the finer map's exact size, so inputs whose size is not a multiple of 32
+Upsampling is cropped to the finer map's exact size, so inputs whose size is not a multiple of 32
 still work.
 """
 
@@ -17,6 +17,17 @@ def resize_like(x, reference, method="nearest"):
     """Resizes ``(B, h, w, C)`` to the spatial size of ``reference`` ``(B, H, W, *)``."""
     size = ops.shape(reference)[1:3]
     return ops.image.resize(x, (size[0], size[1]), interpolation=method)
+
+
+def upsample2x_like(x, reference):
+    """Nearest-neighbour 2x upsampling cropped to ``reference``'s size (``H <= 2h``, ``W <= 2w``).
+
+    For an exact 2x size this equals nearest resizing; written with ``repeat`` because XLA on CPU
+    has no gradient kernel for nearest resizing (``jit_compile=True`` training).
+    """
+    size = ops.shape(reference)[1:3]
+    x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+    return x[:, : size[0], : size[1]]
 
 
 @keras.saving.register_keras_serializable(package="solo_lib")
@@ -47,7 +58,7 @@ class FPN(keras.layers.Layer):
         laterals = [conv(c) for conv, c in zip(lateral_convs, features)]
         merged = [laterals[-1]]
         for lateral in reversed(laterals[:-1]):  # top-down: P5 -> P4 -> P3 -> P2
-            merged.insert(0, lateral + resize_like(merged[0], lateral))
+            merged.insert(0, lateral + upsample2x_like(merged[0], lateral))
         outputs = [conv(p) for conv, p in zip(output_convs, merged)]
         if self.with_p6:
             outputs.append(self.p6(outputs[-1]))

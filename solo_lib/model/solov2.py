@@ -15,9 +15,11 @@ cells. The model saves and loads as a ``.keras`` file with ``safe_mode=True``.
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from solo_lib.config import SOLOConfig
+from solo_lib.losses import solo_losses
 from solo_lib.model.backbone import Backbone
 from solo_lib.model.fpn import FPN, resize_like
 from solo_lib.model.head import SOLOv2Head
@@ -92,6 +94,10 @@ class SOLOv2(keras.Model):
                                c.norm_groups, c.prior_prob, name="head")
         self.mask_branch = MaskFeatureBranch(c.mask_feature_channels, c.mask_channels, c.norm_groups,
                                              name="mask_feature")
+        # Saved with the weights, so a checkpoint knows how far training got (see solo_lib.train).
+        self.epochs_done = self.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False,
+                                           name="epochs_done")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "category_loss", "mask_loss")}
 
     def call(self, images, training=None):
         x = normalize_images(images, self.config.normalization)
@@ -99,6 +105,27 @@ class SOLOv2(keras.Model):
         outputs = self.head(head_inputs(pyramid, self.config.num_levels), training=training)
         outputs["mask_feature"] = self.mask_branch(pyramid[:4], training=training)
         return outputs
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def train_step(self, data):
+        """One optimisation step on ``(images, targets)`` from ``solo_lib.data.pipeline``.
+
+        Under a ``tf.distribute`` strategy this runs once per replica on its share of the batch;
+        dividing the loss by the number of replicas makes the all-reduced (summed) gradients those
+        of the global batch mean.
+        """
+        images, targets = data
+        with tf.GradientTape() as tape:
+            losses = solo_losses(self(images, training=True), targets, self.config)
+            scaled = losses["total"] / tf.distribute.get_strategy().num_replicas_in_sync
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        for name, key in (("loss", "total"), ("category_loss", "category"), ("mask_loss", "mask")):
+            self.trackers[name].update_state(losses[key])
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
 
     def get_config(self):
         return {**super().get_config(), "config": self.config.to_dict()}

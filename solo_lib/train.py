@@ -1,0 +1,300 @@
+"""Training SOLOv2 with ``Model.fit``: paper defaults, checkpoints, resuming (notebooks 08-09).
+
+``train(model_config, train_config, dataset)`` builds (or reloads) the model inside the current
+``tf.distribute`` strategy, compiles it with the paper's optimiser, and fits it on the pipeline of
+``solo_lib.data.pipeline``. The SOLO-specific step is ``SOLOv2.train_step``; everything else is
+Keras: ``SGD(momentum, weight_decay, global_clipnorm)``, a ``LearningRateSchedule``, callbacks.
+
+Checkpoints are whole ``.keras`` files (weights, optimizer state and the epoch counter
+``epochs_done``), written to a hidden temporary name and renamed into place, so a run killed
+while saving never leaves a half-written checkpoint. Resuming follows the original article's
+design: ``TrainConfig(load_previous_model=True, model_path=...)`` (or the newest checkpoint in
+``checkpoint_dir`` when ``model_path`` is None).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from solo_lib.config import SOLOConfig
+from solo_lib.data import augment as aug
+from solo_lib.data import pipeline
+from solo_lib.data.coco import CocoDataset
+from solo_lib.errors import SoloError
+from solo_lib.model.solov2 import SOLOv2, build_model
+
+CHECKPOINT = re.compile(r"^epoch_(\d{4})\.keras$")
+
+
+class TrainingError(SoloError, RuntimeError):
+    """Training cannot go on (a non-finite loss); the message says where and what to try."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Defaults are the paper's 1x schedule (SOLOv2 §4; the authors' configs).
+
+    Attributes:
+        epochs: epochs in total (12 in the 1x schedule).
+        batch_size: global batch (16 in the paper: 2 images on each of 8 GPUs).
+        canvas: ``(height, width)`` of the padded batch canvas, multiples of 32.
+        steps_per_epoch: batches per epoch; default one pass over the dataset.
+        optimizer: ``"sgd"`` (the paper's) or ``"adam"`` (handy for overfitting quickly).
+        learning_rate: base learning rate (0.01 for batch 16; scale linearly with the batch).
+        momentum: SGD momentum.
+        weight_decay: decoupled weight decay (Keras' ``weight_decay``).
+        warmup_steps: linear warm-up length, from ``warmup_ratio * learning_rate``.
+        warmup_ratio: starting fraction of the learning rate.
+        decay_epochs: epochs after which the learning rate is multiplied by ``decay_factor``.
+        decay_factor: step decay factor.
+        clip_norm: global gradient-norm clip (35 in the authors' configs); None disables it.
+        checkpoint_every: save a checkpoint every this many epochs (and after the last one).
+        checkpoint_dir: where ``epoch_NNNN.keras`` files go; None disables checkpoints.
+        load_previous_model: resume from ``model_path`` (or the newest checkpoint).
+        model_path: the ``.keras`` file to resume from.
+        log_dir: TensorBoard log folder; None disables it.
+        seed: seeds weights, data order and augmentation.
+        augment: augmentation (its crop size is set to the canvas).
+        in_memory: decode the dataset once into memory instead of streaming it from disk.
+        max_instances: fixed padding of instances per image (see ``pipeline.training_dataset``).
+        max_positives: fixed padding of positive pairs per image.
+        jit_compile: compile the training step with XLA (best with both fixed paddings set, so
+            it is compiled once).
+    """
+
+    epochs: int = 12
+    batch_size: int = 16
+    canvas: tuple[int, int] = (800, 1216)
+    steps_per_epoch: int | None = None
+    optimizer: str = "sgd"
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500
+    warmup_ratio: float = 0.01
+    decay_epochs: tuple[int, ...] = (9, 11)
+    decay_factor: float = 0.1
+    clip_norm: float | None = 35.0
+    checkpoint_every: int = 1
+    checkpoint_dir: str | None = "checkpoints"
+    load_previous_model: bool = False
+    model_path: str | None = None
+    log_dir: str | None = None
+    seed: int = 0
+    augment: aug.AugmentConfig = aug.AugmentConfig()
+    in_memory: bool = True
+    max_instances: int | None = None
+    max_positives: int | None = None
+    jit_compile: bool = False
+
+    def __post_init__(self):
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.canvas[0] % 32 or self.canvas[1] % 32:
+            raise ValueError(f"canvas {self.canvas} must be a multiple of 32 in both dimensions")
+        if self.epochs < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ValueError("epochs, batch_size and checkpoint_every must be >= 1")
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def overfit_sample(cls, epochs: int = 150, **overrides) -> "TrainConfig":
+        """The recipe of notebook 08 and ``make demo``: memorise the 12 sample training images.
+
+        Overfitting is the first test of a new model (the original article's advice): no
+        regularisation (no weight decay, flips only), Adam with a high learning rate, and fixed
+        paddings with XLA so each step is compiled once and runs fast on a CPU.
+        """
+        params = dict(epochs=epochs, batch_size=4, canvas=(256, 256), optimizer="adam", learning_rate=3e-3,
+                      warmup_steps=10, decay_epochs=(int(epochs * 0.8),), weight_decay=0.0, clip_norm=None,
+                      augment=aug.AugmentConfig(flip_prob=0.5, brightness_delta=0.0, scale_range=(1.0, 1.0)),
+                      checkpoint_dir=None, max_instances=24, max_positives=192, jit_compile=True)
+        params.update(overrides)
+        return cls(**params)
+
+
+@keras.saving.register_keras_serializable(package="solo_lib")
+class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from ``ratio * lr`` to ``lr`` over ``warmup_steps``, then ``lr`` times
+    ``factor`` after each boundary step (mmdetection's ``step`` policy with linear warm-up)."""
+
+    def __init__(self, learning_rate, warmup_steps, warmup_ratio, boundaries, factor):
+        self.learning_rate, self.warmup_steps, self.warmup_ratio = learning_rate, warmup_steps, warmup_ratio
+        self.boundaries, self.factor = list(boundaries), factor
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        decays = tf.add_n([tf.cast(step >= b, tf.float32) for b in self.boundaries]) if self.boundaries else 0.0
+        lr = self.learning_rate * tf.pow(self.factor, decays)
+        progress = tf.minimum(1.0, step / max(1, self.warmup_steps))
+        warm = self.warmup_ratio + (1.0 - self.warmup_ratio) * progress
+        return lr * tf.where(step < self.warmup_steps, warm, 1.0)
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps,
+                "warmup_ratio": self.warmup_ratio, "boundaries": self.boundaries, "factor": self.factor}
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The optimiser with its learning-rate schedule and gradient clipping."""
+    schedule = WarmupStepDecay(cfg.learning_rate, cfg.warmup_steps, cfg.warmup_ratio,
+                               [e * steps_per_epoch for e in cfg.decay_epochs], cfg.decay_factor)
+    if cfg.optimizer == "adam":
+        return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay, global_clipnorm=cfg.clip_norm)
+    return keras.optimizers.SGD(schedule, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                global_clipnorm=cfg.clip_norm)
+
+
+def load_checkpoint(path: str | os.PathLike) -> SOLOv2:
+    """Loads a ``.keras`` checkpoint (model, optimizer state, epoch counter) with ``safe_mode=True``.
+
+    Use this rather than ``keras.saving.load_model`` directly: importing this module registers the
+    learning-rate schedule the saved optimizer refers to.
+    """
+    return keras.saving.load_model(path, safe_mode=True)
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """The ``epoch_NNNN.keras`` file with the highest epoch in ``directory`` (None if none)."""
+    found = sorted(p for p in Path(directory).glob("epoch_*.keras") if CHECKPOINT.match(p.name))
+    return found[-1] if found else None
+
+
+def save_atomically(model: keras.Model, path: Path) -> None:
+    """Saves to a hidden temporary file in the same folder, then renames it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    model.save(tmp)
+    os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Writes ``epoch_NNNN.keras`` every ``every`` epochs and after the last one."""
+
+    def __init__(self, directory: str, every: int, last_epoch: int):
+        super().__init__()
+        self.directory, self.every, self.last_epoch = Path(directory), every, last_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        self.model.epochs_done.assign(done)
+        if done % self.every == 0 or done == self.last_epoch:
+            save_atomically(self.model, self.directory / f"epoch_{done:04d}.keras")
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss, before any checkpoint can save it."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            step = int(self.model.optimizer.iterations.numpy())
+            raise TrainingError(
+                f"non-finite loss ({loss}) at epoch {self.epoch + 1}, batch {batch + 1} of the epoch "
+                f"(optimizer step {step}); no checkpoint was written after it. Try a lower learning rate, "
+                "a smaller clip_norm, or check that batch's images and masks.")
+
+
+class ProgressBar(keras.callbacks.Callback):
+    """A tqdm bar per epoch with the running loss (silenced by ``TQDM_DISABLE=1``)."""
+
+    def __init__(self, steps: int, epochs: int):
+        super().__init__()
+        self.steps, self.epochs = steps, epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{float(logs.get('loss', 0.0)):.3f}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.bar.close()
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One line per epoch: the loss and its components."""
+
+    def __init__(self, epochs: int, every: int = 1):
+        super().__init__()
+        self.epochs, self.every = epochs, every
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
+            print(f"epoch {epoch + 1:3d}/{self.epochs}: loss {logs['loss']:.3f} "
+                  f"(category {logs['category_loss']:.3f}, mask {logs['mask_loss']:.3f})", flush=True)
+
+
+def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, callbacks=(), log_every: int = 1,
+          progress: bool = True):
+    """Trains (or resumes training of) a SOLOv2 model.
+
+    Call it inside ``strategy.scope()`` to train on several devices; the dataset's batches are
+    split across the replicas by Keras.
+
+    Args:
+        model_config: the model to build (ignored when resuming: the checkpoint has its own).
+        cfg: how to train.
+        dataset: the training images.
+        callbacks: extra Keras callbacks.
+        log_every: print the epoch line every this many epochs.
+        progress: show a progress bar per epoch.
+
+    Returns:
+        ``(model, history)``; ``history`` is the Keras ``History`` (per-epoch loss, category_loss,
+        mask_loss) of this call.
+
+    Raises:
+        TrainingError: a non-finite loss.
+        FileNotFoundError: resuming without a checkpoint to resume from.
+    """
+    steps = cfg.steps_per_epoch or pipeline.steps_per_epoch(dataset, cfg.batch_size)
+    initial_epoch = 0
+    if cfg.load_previous_model:
+        path = Path(cfg.model_path) if cfg.model_path else (latest_checkpoint(cfg.checkpoint_dir or ".") or None)
+        if path is None or not path.is_file():
+            raise FileNotFoundError(f"no checkpoint to resume from (model_path={cfg.model_path!r}, "
+                                    f"checkpoint_dir={cfg.checkpoint_dir!r})")
+        model = load_checkpoint(path)
+        initial_epoch = int(model.epochs_done.numpy())
+        model_config = model.config
+        print(f"resuming from {path.name}: {initial_epoch} epoch(s) done", flush=True)
+    else:
+        keras.utils.set_random_seed(cfg.seed)
+        model = build_model(model_config, cfg.canvas)
+        model.compile(optimizer=make_optimizer(cfg, steps), jit_compile=cfg.jit_compile)
+    source = (pipeline.in_memory_source if cfg.in_memory else pipeline.streaming_source)(dataset)
+    data = pipeline.training_dataset(source, model_config, canvas=cfg.canvas, batch_size=cfg.batch_size,
+                                     augment=cfg.augment, seed=cfg.seed, start_step=initial_epoch * steps,
+                                     max_instances=cfg.max_instances, max_positives=cfg.max_positives)
+    cbs = [NonFiniteLossGuard(), EpochLog(cfg.epochs, log_every)]
+    if progress:
+        cbs.append(ProgressBar(steps, cfg.epochs))
+    if cfg.checkpoint_dir:
+        cbs.append(EpochCheckpoint(cfg.checkpoint_dir, cfg.checkpoint_every, cfg.epochs))
+    if cfg.log_dir:
+        cbs.append(keras.callbacks.TensorBoard(cfg.log_dir, update_freq="epoch"))
+    history = model.fit(data, epochs=cfg.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                        callbacks=cbs + list(callbacks), verbose=0)
+    model.epochs_done.assign(max(int(model.epochs_done.numpy()), cfg.epochs if history.epoch else initial_epoch))
+    return model, history
+
+
+def loss_curves(history) -> dict[str, np.ndarray]:
+    """Per-epoch loss components from a ``History``, as arrays."""
+    return {k: np.asarray(v) for k, v in history.history.items()}

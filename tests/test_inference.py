@@ -1,0 +1,215 @@
+"""Post-processing on hand-built network outputs whose masks are known, point NMS against a loop,
+and predict on an untrained tiny model."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import keras  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from solo_lib.config import SOLOConfig  # noqa: E402
+from solo_lib.inference import category_scores, point_nms, postprocess, predict  # noqa: E402
+from solo_lib.model.solov2 import build_model  # noqa: E402
+from solo_lib.viz import draw_predictions  # noqa: E402
+
+CONFIG = SOLOConfig.tiny(3)  # grids (24, 16, 12), level strides (8, 8, 16)
+CANVAS, IMAGE = (64, 96), (60, 90)  # mask feature 16 x 24; the image is the top-left 60 x 90
+INSIDE = 2.0  # mask logit inside a region: probability sigmoid(2) = 0.8808, the maskness
+MASKNESS = 1 / (1 + np.exp(-INSIDE))
+
+
+def loop_point_nms(scores):
+    """The reference's 2x2 neighbourhood, cell by cell: (i-1, j-1), (i-1, j), (i, j-1), (i, j)."""
+    out = np.zeros_like(scores)
+    size_i, size_j, classes = scores.shape
+    for i in range(size_i):
+        for j in range(size_j):
+            for c in range(classes):
+                neighbours = [scores[y, x, c] for y in (i - 1, i) for x in (j - 1, j) if y >= 0 and x >= 0]
+                out[i, j, c] = scores[i, j, c] if scores[i, j, c] == max(neighbours) else 0.0
+    return out
+
+
+def test_point_nms_on_a_hand_made_map():
+    heat = np.array([[0.1, 0.5, 0.2],
+                     [0.3, 0.4, 0.9],
+                     [0.8, 0.2, 0.6]], np.float32)
+    want = np.array([[0.1, 0.5, 0.0],
+                     [0.3, 0.0, 0.9],
+                     [0.8, 0.0, 0.0]], np.float32)  # 0.6 sits below 0.9; 0.5 is not compared with 0.9
+    got = point_nms(heat[None, :, :, None])[0, :, :, 0].numpy()
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, loop_point_nms(heat[:, :, None])[:, :, 0])
+
+
+def test_point_nms_matches_the_loop_with_ties():
+    heat = np.random.default_rng(0).integers(0, 4, (2, 9, 9, 3)).astype(np.float32) / 4  # many ties
+    got = point_nms(heat).numpy()
+    for b in range(2):
+        np.testing.assert_array_equal(got[b], loop_point_nms(heat[b]))
+
+
+def test_category_scores_work_level_by_level():
+    config = SOLOConfig.tiny(2, grid_sizes=(5, 3, 2))
+    logits = np.random.default_rng(1).normal(size=(1, 25 + 9 + 4, 2)).astype(np.float32)
+    got = category_scores(logits, config.grid_sizes)[0].numpy()
+    probs = 1 / (1 + np.exp(-logits[0]))
+    start = 0
+    for s in config.grid_sizes:
+        want = loop_point_nms(probs[start:start + s * s].reshape(s, s, 2)).reshape(s * s, 2)
+        np.testing.assert_allclose(got[start:start + s * s], want, rtol=1e-6)
+        start += s * s
+
+
+# Regions of the 16 x 24 stride-4 mask feature, one channel each: channel e is INSIDE in region e.
+REGIONS = {0: (slice(2, 6), slice(3, 9)),    # 24 pixels
+           1: (slice(9, 14), slice(16, 24)),  # 40 pixels, reaching into the canvas padding (cols >= 90 / 4)
+           2: (slice(8, 12), slice(2, 6))}    # 16 pixels: kept at stride 8, dropped at stride 16
+# (level, row, col, class, score, region). Expected: A, B, C, A2 (A2 duplicates A: decayed);
+# the right neighbour of A loses point NMS, the low one misses score_thr, the small one is too small.
+CELLS = {"A": (0, 5, 5, 1, 0.9, 0), "A_neighbour": (0, 5, 6, 1, 0.85, 0), "A2": (0, 15, 15, 1, 0.6, 0),
+         "B": (1, 10, 10, 2, 0.7, 1), "low": (1, 2, 2, 0, 0.08, 1),
+         "small": (2, 3, 3, 0, 0.8, 2), "C": (0, 20, 2, 0, 0.5, 2)}
+
+
+def synthetic_outputs(cells=CELLS, config=CONFIG):
+    """Model outputs where each listed cell predicts its class and region and nothing else fires."""
+    offsets = np.cumsum([0] + [s * s for s in config.grid_sizes])
+    category = np.full((1, offsets[-1], config.num_classes), -10.0, np.float32)
+    kernel = np.zeros((1, offsets[-1], len(REGIONS)), np.float32)
+    for level, row, col, label, score, region in cells.values():
+        flat = offsets[level] + row * config.grid_sizes[level] + col
+        category[0, flat, label] = np.log(score / (1 - score))
+        kernel[0, flat, region] = 1.0
+    feature = np.full((1, CANVAS[0] // 4, CANVAS[1] // 4, len(REGIONS)), -10.0, np.float32)
+    for e, (rows, cols) in REGIONS.items():
+        feature[0, rows, cols, e] = INSIDE
+    return {"category": category, "kernel": kernel, "mask_feature": feature}
+
+
+def bilinear(n_in, n_out):
+    """(n_out, n_in) weights of a half-pixel bilinear resize with edge clamping."""
+    weights = np.zeros((n_out, n_in))
+    for y in range(n_out):
+        src = min(max((y + 0.5) * n_in / n_out - 0.5, 0.0), n_in - 1)
+        y0 = int(np.floor(src))
+        y1 = min(y0 + 1, n_in - 1)
+        weights[y, y0] += 1 - (src - y0)
+        weights[y, y1] += src - y0
+    return weights
+
+
+def expected_mask(region):
+    """The region's probability map, x4 bilinear to the canvas, cropped to the image, > 0.5."""
+    probs = np.full((CANVAS[0] // 4, CANVAS[1] // 4), 1 / (1 + np.exp(10.0)))
+    probs[REGIONS[region]] = MASKNESS
+    up = bilinear(probs.shape[0], CANVAS[0]) @ probs @ bilinear(probs.shape[1], CANVAS[1]).T
+    return (up[:IMAGE[0], :IMAGE[1]] > 0.5).astype(np.uint8)
+
+
+def run(config=CONFIG, cells=CELLS, **kwargs):
+    return postprocess(synthetic_outputs(cells, config), config, IMAGE, CANVAS, **kwargs)
+
+
+def test_postprocess_recovers_the_known_instances():
+    result = run()
+    names = ["A", "B", "C", "A2"]
+    np.testing.assert_array_equal(result["labels"], [CELLS[n][3] for n in names])
+    decay = [1, 1, 1, np.exp(-2.0)]  # A2 duplicates A (IoU 1): gaussian decay exp(-sigma * 1^2)
+    want_scores = [CELLS[n][4] * MASKNESS * d for n, d in zip(names, decay)]
+    np.testing.assert_allclose(result["scores"], want_scores, rtol=1e-5)
+    assert result["masks"].shape == (4, *IMAGE) and result["masks"].dtype == np.uint8
+    assert result["labels"].dtype == np.int32 and result["scores"].dtype == np.float32
+    for k, name in enumerate(names):
+        want = expected_mask(CELLS[name][5])
+        np.testing.assert_array_equal(result["masks"][k], want)
+        (rows, cols) = REGIONS[CELLS[name][5]]
+        block = np.zeros(CANVAS, np.uint8)  # the region x4, nearest: bilinear only rounds corners
+        block[rows.start * 4:rows.stop * 4, cols.start * 4:cols.stop * 4] = 1
+        assert np.logical_xor(want, block[:IMAGE[0], :IMAGE[1]]).sum() <= 4 * 3
+    assert result["masks"][1][:, -1].any()  # B is cropped at the image border, not squeezed into it
+
+
+def test_small_masks_are_dropped_by_their_level_stride():
+    # The 16-pixel region passes at level 0 (16 > 8) but not at level 2 (16 > 16 fails); without the
+    # rule the level-2 cell (score 0.8) would win and decay the level-0 one.
+    result = run(cells={"small": CELLS["small"], "C": CELLS["C"]})
+    np.testing.assert_allclose(result["scores"], [0.5 * MASKNESS], rtol=1e-5)
+    assert len(run(cells={"small": CELLS["small"]})["labels"]) == 0
+
+
+@pytest.mark.parametrize("change,names", [
+    ({"score_thr": 0.75}, ["A"]),                 # B (0.7), C (0.5), A2 (0.6) miss the category threshold
+    ({"update_thr": 0.1}, ["A", "B", "C"]),       # A2's decayed score 0.07 misses the update threshold
+    ({"max_per_img": 2}, ["A", "B"]),
+    ({"nms_kernel": "linear"}, ["A", "B", "C"]),  # linear decay of a duplicate: 1 - 1 = 0
+    ({"nms_pre": 2}, ["A", "B"]),                 # only the two best enter Matrix NMS
+])
+def test_postprocess_respects_thresholds(change, names):
+    result = run(CONFIG.replace(**change))
+    np.testing.assert_array_equal(result["labels"], [CELLS[n][3] for n in names])
+    np.testing.assert_allclose(result["scores"], [CELLS[n][4] * MASKNESS for n in names], rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["nothing fires", "masks below mask_thr"])
+def test_postprocess_returns_empty_results(case):
+    if case == "nothing fires":
+        result = run(cells={})
+    else:
+        result = run(CONFIG.replace(mask_thr=0.9))  # inside probability 0.88: every mask is empty
+    assert result["masks"].shape == (0, *IMAGE) and result["masks"].dtype == np.uint8
+    assert result["labels"].shape == (0,) and result["labels"].dtype == np.int32
+    assert result["scores"].shape == (0,) and result["scores"].dtype == np.float32
+
+
+def test_postprocess_resizes_to_the_original_size_and_runs_as_a_graph():
+    eager = run()
+    small = run(original_size=(30, 45))
+    assert small["masks"].shape == (4, 30, 45)
+    np.testing.assert_allclose(small["scores"], eager["scores"])
+    assert (small["masks"] == eager["masks"][:, ::2, ::2]).mean() > 0.97
+    graph = tf.function(lambda outputs: postprocess(outputs, CONFIG, IMAGE, CANVAS))(synthetic_outputs())
+    for key in ("masks", "labels", "scores"):
+        np.testing.assert_allclose(graph[key].numpy(), eager[key], rtol=1e-6)
+    with pytest.raises(ValueError, match="canvas"):
+        postprocess(synthetic_outputs(), CONFIG, IMAGE, (60, 90))
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    keras.utils.set_random_seed(0)
+    return build_model(SOLOConfig.tiny(4), (64, 64))
+
+
+def test_predict_any_image_size(tiny_model):
+    image = np.random.default_rng(0).integers(0, 256, (150, 97, 3), dtype=np.uint8)
+    result = predict(tiny_model, image)  # untrained: every score is near the 0.01 prior
+    assert result["masks"].shape == (0, 150, 97) and result["labels"].shape == (0,)
+    loose = tiny_model.config.replace(score_thr=0.0, update_thr=0.0)  # let untrained predictions through
+    result = predict(tiny_model, image, loose)
+    k = len(result["scores"])
+    assert 0 < k <= loose.max_per_img
+    assert result["masks"].shape == (k, 150, 97) and result["masks"].dtype == np.uint8
+    assert set(np.unique(result["masks"])) <= {0, 1}
+    assert result["labels"].dtype == np.int32 and result["labels"].min() >= 0 and result["labels"].max() < 4
+    assert result["scores"].dtype == np.float32 and np.all(np.diff(result["scores"]) <= 0)
+    with pytest.raises(ValueError, match="RGB"):
+        predict(tiny_model, image[..., 0])
+
+
+def test_draw_predictions_draws_the_instances_above_the_threshold():
+    result = run()
+    image = np.full((*IMAGE, 3), 128, np.uint8)
+    fig, ax = plt.subplots()
+    shown = draw_predictions(ax, image, result, ["zero", "one", "two"], score_thr=0.3, title="predictions")
+    assert list(shown) == [0, 1, 2]  # A2 (0.07) is below 0.3
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == sorted(f"{name} {score:.2f}" for name, score in
+                           zip(["one", "two", "zero"], result["scores"][:3]))
+    drawn = ax.images[0].get_array()
+    assert drawn.shape == (*IMAGE, 3) and (drawn[result["masks"][0] == 1] != 128).any()
+    plt.close(fig)
