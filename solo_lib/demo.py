@@ -51,3 +51,26 @@ def run_demo(out_dir: str | Path = "outputs", epochs: int | None = None) -> dict
         plt.close(fig)
     print(f"wrote {len(val_set)} overlay pictures and demo_model.keras to {out_dir}/")
     return results
+
+
+SAMPLE_MODEL = Path(__file__).resolve().parents[1] / "data" / "sample_model"
+
+
+def load_sample_model():
+    """The course's sample model (tiny preset, overfit on the sample training set by
+    ``scripts/train_sample_model.py``) and the facts of its training run.
+
+    Returns:
+        ``(model, info)``; ``info`` has the epochs, steps, training time and training-set AP.
+    """
+    import json
+
+    from solo_lib.model.solov2 import build_model
+
+    info_path = SAMPLE_MODEL / "tiny_sample.json"
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{info_path} is missing; run `python scripts/train_sample_model.py` to make it")
+    info = json.loads(info_path.read_text())
+    model = build_model(SOLOConfig.from_dict(info["config"]), (256, 256))
+    model.load_weights(SAMPLE_MODEL / "tiny_sample.weights.h5")
+    return model, info

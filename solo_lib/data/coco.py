@@ -307,6 +307,21 @@ class CocoDataset:
     def __iter__(self):
         return (self.sample(image_id) for image_id in self.image_ids)
 
+    def subset(self, image_ids) -> "CocoDataset":
+        """A view of some images (same files, categories and validation), e.g. to overfit a few."""
+        missing = [i for i in image_ids if i not in self._images]
+        if missing:
+            raise KeyError(f"image ids {missing} are not in {self.annotation_file}")
+        view = object.__new__(CocoDataset)
+        view.__dict__.update(self.__dict__)
+        view._images = {i: self._images[i] for i in image_ids}
+        view._anns_by_image = {i: self._anns_by_image[i] for i in image_ids}
+        keep = set(image_ids)
+        view._dataset = dict(self._dataset, images=[im for im in self._dataset["images"] if im["id"] in keep],
+                             annotations=[a for a in self._dataset.get("annotations", []) if a["image_id"] in keep])
+        view._coco = None
+        return view
+
     def image_info(self, image_id: int) -> dict:
         """The image record (id, file_name, height, width, ...) as in the file."""
         return {k: v for k, v in self._images[image_id].items() if k != "_path"}
