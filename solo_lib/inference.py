@@ -71,9 +71,10 @@ def category_scores(category_logits, grid_sizes):
 
 
 def cell_strides(config: SOLOConfig) -> np.ndarray:
-    """``(M,)`` float32: the stride of the level of every flat grid cell (``config.level_strides``)."""
+    """``(M,)`` float32: the small-mask threshold of every flat grid cell: its level's stride
+    (``config.level_strides``) times ``config.mask_area_scale`` (1.0 in the reference)."""
     sizes = [s * s for s in config.grid_sizes]
-    return np.repeat(np.asarray(config.level_strides, np.float32), sizes)
+    return np.repeat(np.asarray(config.level_strides, np.float32) * config.mask_area_scale, sizes)
 
 
 def postprocess(outputs, config: SOLOConfig, image_size, canvas_size, *, index=0, original_size=None) -> dict:

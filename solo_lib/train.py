@@ -290,7 +290,7 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
     if cfg.log_dir:
         cbs.append(keras.callbacks.TensorBoard(cfg.log_dir, update_freq="epoch"))
     history = model.fit(data, epochs=cfg.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                        callbacks=cbs + list(callbacks), verbose=0)
+                        callbacks=cbs + list(callbacks), verbose=0, shuffle=False)  # tf.data shuffles
     model.epochs_done.assign(max(int(model.epochs_done.numpy()), cfg.epochs if history.epoch else initial_epoch))
     return model, history
 

@@ -16,7 +16,8 @@ from solo_lib.inference import category_scores, point_nms, postprocess, predict 
 from solo_lib.model.solov2 import build_model  # noqa: E402
 from solo_lib.viz import draw_predictions  # noqa: E402
 
-CONFIG = SOLOConfig.tiny(3)  # grids (24, 16, 12), level strides (8, 8, 16)
+# grids (24, 16, 12), level strides (8, 8, 16); the reference small-mask rule (scale 1.0)
+CONFIG = SOLOConfig.tiny(3, mask_area_scale=1.0)
 CANVAS, IMAGE = (64, 96), (60, 90)  # mask feature 16 x 24; the image is the top-left 60 x 90
 INSIDE = 2.0  # mask logit inside a region: probability sigmoid(2) = 0.8808, the maskness
 MASKNESS = 1 / (1 + np.exp(-INSIDE))
@@ -140,6 +141,14 @@ def test_small_masks_are_dropped_by_their_level_stride():
     result = run(cells={"small": CELLS["small"], "C": CELLS["C"]})
     np.testing.assert_allclose(result["scores"], [0.5 * MASKNESS], rtol=1e-5)
     assert len(run(cells={"small": CELLS["small"]})["labels"]) == 0
+
+
+def test_mask_area_scale_scales_the_small_mask_threshold():
+    # At 0.4 (the tiny preset) the level-2 threshold is 0.4 * 16 = 6.4 < 16: the small mask survives
+    # there too, and as the better-scored duplicate it decays the level-0 one.
+    result = run(CONFIG.replace(mask_area_scale=0.4), cells={"small": CELLS["small"], "C": CELLS["C"]})
+    assert len(result["labels"]) == 2
+    assert SOLOConfig.tiny(3).mask_area_scale == 0.4 and SOLOConfig.paper_r50(3).mask_area_scale == 1.0
 
 
 @pytest.mark.parametrize("change,names", [
