@@ -177,8 +177,16 @@ def save_atomically(model: keras.Model, path: Path) -> None:
     os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
 
 
+class EpochCounter(keras.callbacks.Callback):
+    """Keeps ``model.epochs_done`` (saved with the weights) equal to the epochs finished."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.epochs_done.assign(epoch + 1)
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Writes ``epoch_NNNN.keras`` every ``every`` epochs and after the last one."""
+    """Writes ``epoch_NNNN.keras`` every ``every`` epochs and after the last one (after
+    :class:`EpochCounter`, so the file knows its epoch)."""
 
     def __init__(self, directory: str, every: int, last_epoch: int):
         super().__init__()
@@ -186,7 +194,6 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
-        self.model.epochs_done.assign(done)
         if done % self.every == 0 or done == self.last_epoch:
             save_atomically(self.model, self.directory / f"epoch_{done:04d}.keras")
 
@@ -282,7 +289,7 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
     data = pipeline.training_dataset(source, model_config, canvas=cfg.canvas, batch_size=cfg.batch_size,
                                      augment=cfg.augment, seed=cfg.seed, start_step=initial_epoch * steps,
                                      max_instances=cfg.max_instances, max_positives=cfg.max_positives)
-    cbs = [NonFiniteLossGuard(), EpochLog(cfg.epochs, log_every)]
+    cbs = [NonFiniteLossGuard(), EpochCounter(), EpochLog(cfg.epochs, log_every)]
     if progress:
         cbs.append(ProgressBar(steps, cfg.epochs))
     if cfg.checkpoint_dir:
@@ -291,7 +298,6 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
         cbs.append(keras.callbacks.TensorBoard(cfg.log_dir, update_freq="epoch"))
     history = model.fit(data, epochs=cfg.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
                         callbacks=cbs + list(callbacks), verbose=0, shuffle=False)  # tf.data shuffles
-    model.epochs_done.assign(max(int(model.epochs_done.numpy()), cfg.epochs if history.epoch else initial_epoch))
     return model, history
 
 
