@@ -24,6 +24,9 @@ from solo_lib.inference import predict  # noqa: E402
 from solo_lib.train import TrainConfig, train  # noqa: E402
 
 
+DRAW_SCORE = 0.3  # the pictures show confident predictions; COCO AP uses them all
+
+
 def run_demo(out_dir: str | Path = "outputs", epochs: int | None = None) -> dict:
     """Trains, evaluates and draws; returns the train and val ``EvalResult``s."""
     out_dir = Path(out_dir)
@@ -44,8 +47,9 @@ def run_demo(out_dir: str | Path = "outputs", epochs: int | None = None) -> dict
         fig, axes = plt.subplots(1, 2, figsize=(8, 4))
         viz.draw_instances(axes[0], sample.image, sample.masks, sample.labels, sample.class_names, sample.boxes,
                            title=f"ground truth: {len(sample.labels)} instances")
-        viz.draw_predictions(axes[1], sample.image, prediction, sample.class_names,
-                             title=f"prediction: {len(prediction['labels'])} instances")
+        shown = int((prediction["scores"] >= DRAW_SCORE).sum())
+        viz.draw_predictions(axes[1], sample.image, prediction, sample.class_names, score_thr=DRAW_SCORE,
+                             title=f"prediction: {shown} instances with score >= {DRAW_SCORE}")
         path = out_dir / f"val_{sample.image_id:03d}.png"
         fig.savefig(path, bbox_inches="tight", dpi=90)
         plt.close(fig)
