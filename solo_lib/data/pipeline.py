@@ -50,13 +50,8 @@ def fit_to_canvas(sample: dict, canvas: tuple[int, int]) -> dict:
     """Shrinks a sample (keeping its aspect ratio) so that it fits in ``canvas``; never enlarges."""
     shape = tf.cast(tf.shape(sample["image"])[:2], tf.float32)
     factor = tf.minimum(1.0, tf.reduce_min(tf.constant(canvas, tf.float32) / shape))
-    return tf.cond(factor < 1.0, lambda: _with_boxes(aug.rescale(sample, factor)), lambda: _with_boxes(sample))
-
-
-def _with_boxes(sample: dict) -> dict:
-    sample = dict(sample)
-    sample["boxes"] = aug.boxes_from_masks(sample["masks"])
-    return sample
+    # rescale recomputes the boxes; an unscaled sample keeps the ones it came with.
+    return tf.cond(factor < 1.0, lambda: aug.rescale(sample, factor), lambda: dict(sample))
 
 
 def _targets_numpy(masks, labels, iscrowd, config: SOLOConfig):
