@@ -3,7 +3,8 @@
 Timing: :func:`measure` runs a callable ``warmup`` times untimed, then ``repeats`` times timed with
 ``time.perf_counter``, and keeps every run; the figure is the median. The callable must return
 only once its work is done (TensorFlow on a CPU executes eagerly and synchronously; reading one
-value back with ``.numpy()`` makes that explicit).
+value back with ``.numpy()`` makes that explicit). A ratio of two timings comes from
+:func:`measure_pair`, which alternates the two callables so both see the same machine load.
 
 Memory: on Linux, ``VmHWM`` in ``/proc/self/status`` is the process's peak resident set size,
 and writing ``5`` to ``/proc/self/clear_refs`` resets it to the current size, so
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The environment of `make test` (Makefile: exported TF variables and NB_ENV). __main__ sets the
 # same defaults, so `python -m bench` and `make bench` measure the same thing.
-TF_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
+TF_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3"}
 NB_ENV = {"MPLBACKEND": "Agg", "TQDM_DISABLE": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONHASHSEED": "0"}
 
 WORKER_TAG = "BENCH_RESULT "  # a worker's last stdout line: this tag, then its JSON
@@ -76,6 +77,27 @@ def measure(fn, *, warmup: int, repeats: int) -> Timing:
         fn()
         runs.append(time.perf_counter() - start)
     return Timing(warmup, runs)
+
+
+def measure_pair(fn_a, fn_b, *, warmup: int, repeats: int) -> tuple[Timing, Timing, float]:
+    """Times two callables in alternation (a, b, a, b, ...) for a ratio that load changes on a
+    shared machine do not skew: each pair runs back to back, so both see the same load.
+
+    Returns:
+        ``(timing_a, timing_b, ratio)``, where ``ratio`` is the median over pairs of
+        ``a_run / b_run``.
+    """
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    runs_a, runs_b = [], []
+    for _ in range(max(1, repeats)):
+        for fn, runs in ((fn_a, runs_a), (fn_b, runs_b)):
+            start = time.perf_counter()
+            fn()
+            runs.append(time.perf_counter() - start)
+    ratio = statistics.median(a / b for a, b in zip(runs_a, runs_b))
+    return Timing(warmup, runs_a), Timing(warmup, runs_b), ratio
 
 
 def repeats(quick: bool, full: int, fast: int) -> int:
@@ -262,7 +284,7 @@ def machine_info() -> dict:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(status) if status is not None else None,
-        "env": {name: os.environ.get(name) for name in (*TF_ENV, *NB_ENV)},
+        "env": {name: os.environ.get(name) for name in (*TF_ENV, "TF_ENABLE_ONEDNN_OPTS", *NB_ENV)},
         "load_average_at_start": load_average(),
     }
 

@@ -1,7 +1,7 @@
 """The training set-ups the pipeline, train_step and efficiency benchmarks measure.
 
 * ``tiny``: ``SOLOConfig.tiny`` with ``TrainConfig.overfit_sample()`` (notebook 08, ``make demo``):
-  256 x 256 canvas, batch 4, in-memory source, Adam, fixed paddings, XLA ``jit_compile=True``.
+  256 x 256 canvas, batch 4, in-memory source, SGD, fixed paddings (24 instances, 64 pairs), no XLA.
 * ``paper``: ``SOLOConfig.paper_r50`` with the paper's ``TrainConfig`` defaults (SGD, momentum,
   weight decay, clip norm, default augmentation) on a 480 x 480 canvas, batch 2, streaming source.
 * ``paper_xla``: ``paper`` with ``jit_compile=True``.
@@ -15,8 +15,8 @@ from __future__ import annotations
 SETUPS = ("tiny", "paper", "paper_xla")
 
 DESCRIPTIONS = {
-    "tiny": "tiny preset, TrainConfig.overfit_sample(): 256x256 canvas, batch 4, in-memory, Adam, "
-            "max_instances 24 / max_positives 192, XLA",
+    "tiny": "tiny preset, TrainConfig.overfit_sample(): 256x256 canvas, batch 4, in-memory, SGD, "
+            "max_instances 24 / max_positives 64, no XLA",
     "paper": "paper preset (ResNet-50-FPN), 480x480 canvas, batch 2, streaming, SGD, no XLA",
     "paper_xla": "paper preset (ResNet-50-FPN), 480x480 canvas, batch 2, streaming, SGD, XLA",
 }

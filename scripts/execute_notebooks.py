@@ -5,7 +5,9 @@ Usage (from the repo root, through ``make notebooks``, which sets the CI environ
 
 Each notebook runs in a fresh kernel of the current Python (the venv), with its own folder as
 the working directory; the time each took is printed. The notebooks keep the ``solo-course``
-kernelspec that ``make lab`` registers.
+kernelspec that ``make lab`` registers, and the kernel gets that kernelspec's option
+(``scripts/install_kernel.py``: C-level output such as TensorFlow's start-up log lines goes to the
+terminal, not into the notebook).
 
 Why not ``nbclient`` / ``jupyter nbconvert --execute``: when a cell changes a widget's value
 (our notebooks drive each widget once so nbval exercises it), nbclient sometimes waits for the
@@ -21,6 +23,9 @@ from queue import Empty
 import nbformat
 from jupyter_client.manager import start_new_kernel
 from nbformat.v4 import output_from_msg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from install_kernel import KERNEL_ARGUMENTS  # noqa: E402  (the same kernel option as `make lab`)
 
 KERNELSPEC = {"name": "solo-course", "display_name": "Python 3 (solo-course)", "language": "python"}
 
@@ -70,7 +75,7 @@ def run_cell(kc, source: str, timeout: float) -> tuple[list, int | None]:
 def execute(path: Path, timeout: float = 600) -> float:
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    km, kc = start_new_kernel(kernel_name="python3", cwd=str(path.parent.resolve()))
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(path.parent.resolve()), extra_arguments=KERNEL_ARGUMENTS)
     try:
         for cell in nb.cells:
             if cell.cell_type != "code":

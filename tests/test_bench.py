@@ -6,11 +6,12 @@ machine; ``python -m bench`` reports targets met or missed).
 
 import json
 import math
+import time
 
 import numpy as np
 
 from bench.__main__ import format_table, main
-from bench.common import Result, Target, measure, peak_rss_mb, random_blobs
+from bench.common import Result, Target, measure, measure_pair, peak_rss_mb, random_blobs
 
 
 def test_quick_targets_benchmark_writes_results_json(tmp_path, capsys):
@@ -43,6 +44,12 @@ def test_helpers():
     timing = measure(lambda: calls.append(1), warmup=2, repeats=3)
     assert len(calls) == 5 and len(timing.runs) == 3 and timing.median >= 0
     assert peak_rss_mb() > 0
+
+    order = []
+    slow_a, fast_b, ratio = measure_pair(lambda: (order.append("a"), time.sleep(0.004)),
+                                         lambda: (order.append("b"), time.sleep(0.001)), warmup=1, repeats=3)
+    assert order == ["a", "b"] * 4  # alternated, the warm-up pair included
+    assert len(slow_a.runs) == len(fast_b.runs) == 3 and ratio > 1.5  # a sleeps 4x longer than b
 
     target = Target("ms", "<=", 5.0, "<= 5 ms")
     fast = Result("demo", "fast", "n=1", "1 ms", {"ms": 1.0}, target)

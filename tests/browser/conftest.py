@@ -39,9 +39,9 @@ CHROMIUM = Path(os.environ.get("SOLO_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SERVER_START_TIMEOUT = 90  # seconds; JupyterLab starts in ~3 s here
-# The kernel gets the environment of `make lab`, not the one of nbval: the Makefile exports these
-# two for every target, and the test-only settings (MPLBACKEND=Agg, TQDM_DISABLE, ...) are dropped.
-LAB_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
+# The kernel gets the environment of `make lab`, not the one of nbval: the Makefile exports this
+# for every target, and the test-only settings (MPLBACKEND=Agg, TQDM_DISABLE, ...) are dropped.
+LAB_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3"}
 TEST_ONLY_ENV = ("MPLBACKEND", "TQDM_DISABLE", "CUDA_VISIBLE_DEVICES", "PYTHONHASHSEED")
 
 _skip_reasons: set[str] = set()
