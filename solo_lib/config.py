@@ -115,6 +115,26 @@ class SOLOConfig:
                 problems.append(f"{name}={getattr(self, name)} is not divisible by norm_groups={self.norm_groups}")
         if not 0 < self.prior_prob < 1 or not 0 < self.pos_scale <= 1:
             problems.append("prior_prob must be in (0, 1) and pos_scale in (0, 1]")
+        if self.mask_stride != 4:
+            problems.append(f"mask_stride must be 4 (the mask feature branch outputs at P2's stride), got {self.mask_stride}")
+        # Losses.
+        if not 0 <= self.focal_alpha <= 1 or self.focal_gamma < 0:
+            problems.append(f"focal_alpha must be in [0, 1] and focal_gamma >= 0, got {self.focal_alpha} and {self.focal_gamma}")
+        if self.mask_loss_weight < 0 or self.dice_eps <= 0:
+            problems.append(f"mask_loss_weight must be >= 0 and dice_eps > 0, got {self.mask_loss_weight} and {self.dice_eps}")
+        # Inference (solo_lib.inference, solo_lib.nms; -1 disables a limit or a threshold, as in matrix_nms).
+        if not 0 <= self.score_thr < 1 or not 0 < self.mask_thr < 1:
+            problems.append(f"score_thr must be in [0, 1) and mask_thr in (0, 1), got {self.score_thr} and {self.mask_thr}")
+        for name in ("nms_pre", "max_per_img"):
+            value = getattr(self, name)
+            if value != -1 and value < 1:
+                problems.append(f"{name} must be >= 1, or -1 for no limit, got {value}")
+        if self.update_thr >= 1:
+            problems.append(f"update_thr must be below 1 (or -1 to keep every decayed score), got {self.update_thr}")
+        if self.nms_kernel not in ("gaussian", "linear"):
+            problems.append(f"nms_kernel must be 'gaussian' or 'linear', got {self.nms_kernel!r}")
+        if self.nms_sigma < 0 or self.mask_area_scale < 0:
+            problems.append(f"nms_sigma and mask_area_scale must be >= 0, got {self.nms_sigma} and {self.mask_area_scale}")
         if problems:
             raise ValueError("invalid SOLOConfig: " + "; ".join(problems))
 

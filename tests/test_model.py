@@ -157,3 +157,15 @@ def test_config_validation_and_presets():
         TINY.replace(grid_sizes=(24, 16))
     with pytest.raises(ValueError, match="ImageNet weights"):
         SOLOConfig.tiny(4, backbone_weights="imagenet")
+    # Inference and loss fields are checked too, and every problem is named in one message.
+    with pytest.raises(ValueError, match=r"nms_kernel must be 'gaussian' or 'linear', got 'box'.*"
+                                         r"nms_sigma and mask_area_scale must be >= 0"):
+        TINY.replace(nms_kernel="box", nms_sigma=-1.0)
+    for bad, field in ((dict(score_thr=1.5), "score_thr"), (dict(mask_thr=0.0), "mask_thr"),
+                       (dict(nms_pre=0), "nms_pre"), (dict(max_per_img=-5), "max_per_img"),
+                       (dict(update_thr=1.0), "update_thr"), (dict(mask_stride=8), "mask_stride"),
+                       (dict(focal_alpha=2.0), "focal_alpha"), (dict(dice_eps=0.0), "dice_eps")):
+        with pytest.raises(ValueError, match=field):
+            TINY.replace(**bad)
+    # The documented escape hatches stay valid: -1 disables a limit, sigma 0 means no decay.
+    TINY.replace(nms_pre=-1, max_per_img=-1, update_thr=-1.0, nms_sigma=0.0, score_thr=0.0)
