@@ -32,6 +32,12 @@ ANSWERS = {
     "06a": ("ex06", "dynamic_conv_one_image"),
     "07a": ("ex07", "dice"),
     "07b": ("ex07", "focal"),
+    "08a": ("ex08", "learning_rate"),
+    "09a": ("ex09", "resume_epoch"),
+    "10a": ("ex10", "point_nms"),
+    "10b": ("ex10", "decay"),
+    "11a": ("ex11", "mask_iou"),
+    "11b": ("ex11", "coco_ap"),
 }
 
 WRONG = {
@@ -47,6 +53,12 @@ WRONG = {
     "06a": lambda f, g: np.einsum("hwe,ke->hwk", f, g),  # right numbers, wrong axis order
     "07a": lambda p, q: 1 - 2 * (p * q).sum() / (p.sum() + q.sum() + 1e-3),  # sums, not sums of squares
     "07b": lambda p, y, a, g: -a * (1 - np.where(y == 1, p, 1 - p)) ** g * np.log(np.where(y == 1, p, 1 - p)),  # alpha for all
+    "08a": lambda step, base, warm, ratio, bounds, factor: base * min(1, step / warm) * factor ** sum(step >= b for b in bounds),  # warm-up from 0
+    "09a": lambda names: max([int(n[-10:-6]) for n in names if n.endswith(".keras")], default=0),  # counts .tmp files
+    "10a": lambda s: np.where(s == np.max(np.lib.stride_tricks.sliding_window_view(np.pad(s, 1, constant_values=-1), (3, 3)), axis=(-2, -1)), s, 0),  # 3x3
+    "10b": lambda iou, sigma: np.exp(-sigma * np.triu(iou, 1) ** 2).min(axis=0),  # no compensation
+    "11a": lambda a, b: float((a & b).sum() / max(1, a.sum())),  # over a's area, not the union
+    "11b": lambda m, n: float(np.mean((np.cumsum(m) / np.arange(1, len(m) + 1))[m])) if m.any() else 0.0,  # VOC-style, no interpolation
 }
 
 

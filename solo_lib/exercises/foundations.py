@@ -1,16 +1,7 @@
-"""Checkers for the exercises at the end of each notebook.
+"""Checkers of the exercises of notebooks 00-07 (data, targets, model, losses).
 
-In a notebook::
-
-    def rle_encode(mask):
-        raise NotImplementedError  # your code here
-
-    check("01a", rle_encode)
-
-prints ``✓`` when the answer is right, ``✗`` and the first failing case when it is wrong, and a
-hint when it has not been attempted. ``check`` never raises, so a notebook runs top to bottom
-either way; solutions are in ``notebooks/solutions/``. ``tests/test_exercises.py`` runs every
-checker against the solution and against a wrong answer.
+Each ``check_NN*`` takes the learner's function, runs it on cases with known answers and returns a
+short description of what was checked, or raises :class:`Wrong` naming the first failing case.
 """
 
 from __future__ import annotations
@@ -21,16 +12,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-SOLUTIONS = "notebooks/solutions/"
-
-
-class Wrong(AssertionError):
-    """An answer that fails a case; the message says which and why."""
-
-
-def _expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise Wrong(message)
+from solo_lib.exercises.common import expect as _expect
 
 
 # -- 00: the sample dataset ------------------------------------------------------------------
@@ -233,38 +215,3 @@ def check_07b_focal(focal) -> str:
                 f"alpha={alpha}, gamma={gamma}: expected {np.round(expected, 4)}, got {np.round(got, 4)} "
                 "(hint: alpha weights the positives, 1 - alpha the negatives)")
     return "3 (alpha, gamma) settings, positives and negatives"
-
-
-CHECKERS = {
-    "00": check_00_count_instances,
-    "01a": check_01a_rle_encode,
-    "01b": check_01b_polygon_area,
-    "02a": check_02a_rectangle_to_polygon,
-    "02b": check_02b_count_instances,
-    "03a": check_03a_vertical_flip,
-    "04a": check_04a_cell_of,
-    "04b": check_04b_levels_of,
-    "05a": check_05a_feature_sizes,
-    "06a": check_06a_dynamic_conv,
-    "07a": check_07a_dice,
-    "07b": check_07b_focal,
-}
-
-
-def check(exercise: str, answer) -> None:
-    """Runs the checker of ``exercise`` on ``answer`` and prints the verdict (✓, ✗ or …); never raises."""
-    checker = CHECKERS[exercise]
-    name = getattr(answer, "__name__", "answer")
-    try:
-        detail = checker(answer)
-    except NotImplementedError:
-        print(f"… {exercise} {name}: not attempted yet. Replace `raise NotImplementedError` with your code "
-              f"(a solution is in {SOLUTIONS}).")
-        return
-    except Wrong as err:
-        print(f"✗ {exercise} {name}: {err}")
-        return
-    except Exception as err:  # the learner's code crashed: show it, keep the notebook running
-        print(f"✗ {exercise} {name} raised {type(err).__name__}: {err}")
-        return
-    print(f"✓ {exercise} {name}: correct ({detail})")

@@ -1,0 +1,65 @@
+"""Checkers for the exercises at the end of each notebook.
+
+In a notebook::
+
+    def rle_encode(mask):
+        raise NotImplementedError  # your code here
+
+    check("01a", rle_encode)
+
+prints ``✓`` when the answer is right, ``✗`` and the first failing case when it is wrong, and a
+hint when it has not been attempted. ``check`` never raises, so a notebook runs top to bottom
+either way; solutions are in ``notebooks/solutions/``. ``tests/test_exercises.py`` runs every
+checker against the solution and against a wrong answer. The checkers live in
+:mod:`solo_lib.exercises.foundations` (notebooks 00-07) and :mod:`solo_lib.exercises.training`
+(08-11).
+"""
+
+from __future__ import annotations
+
+from solo_lib.exercises import foundations, training
+from solo_lib.exercises.common import Wrong
+
+__all__ = ["CHECKERS", "SOLUTIONS", "Wrong", "check"]
+
+SOLUTIONS = "notebooks/solutions/"
+
+CHECKERS = {
+    "00": foundations.check_00_count_instances,
+    "01a": foundations.check_01a_rle_encode,
+    "01b": foundations.check_01b_polygon_area,
+    "02a": foundations.check_02a_rectangle_to_polygon,
+    "02b": foundations.check_02b_count_instances,
+    "03a": foundations.check_03a_vertical_flip,
+    "04a": foundations.check_04a_cell_of,
+    "04b": foundations.check_04b_levels_of,
+    "05a": foundations.check_05a_feature_sizes,
+    "06a": foundations.check_06a_dynamic_conv,
+    "07a": foundations.check_07a_dice,
+    "07b": foundations.check_07b_focal,
+    "08a": training.check_08a_learning_rate,
+    "09a": training.check_09a_resume_epoch,
+    "10a": training.check_10a_point_nms,
+    "10b": training.check_10b_matrix_nms_decay,
+    "11a": training.check_11a_mask_iou,
+    "11b": training.check_11b_coco_ap,
+}
+
+
+def check(exercise: str, answer) -> None:
+    """Runs the checker of ``exercise`` on ``answer`` and prints the verdict (✓, ✗ or …); never raises."""
+    checker = CHECKERS[exercise]
+    name = getattr(answer, "__name__", "answer")
+    try:
+        detail = checker(answer)
+    except NotImplementedError:
+        print(f"… {exercise} {name}: not attempted yet. Replace `raise NotImplementedError` with your code "
+              f"(a solution is in {SOLUTIONS}).")
+        return
+    except Wrong as err:
+        print(f"✗ {exercise} {name}: {err}")
+        return
+    except Exception as err:  # the learner's code crashed: show it, keep the notebook running
+        print(f"✗ {exercise} {name} raised {type(err).__name__}: {err}")
+        return
+    print(f"✓ {exercise} {name}: correct ({detail})")
