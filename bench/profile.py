@@ -352,8 +352,8 @@ def format_profile(case: str, reply: dict) -> str:
              f"at least one op running {100 * m['busy_fraction']:.0f}% of the time)",
              f"  per CPU second ({m['cpu_s_per_step']:.2f} CPU s/step, {m['cpu_utilization']:.2f} CPUs busy; "
              f"matmul peak {m['matmul_peak_gflop_per_cpu_s']:.1f} GFLOP/CPU s): step "
-             f"{100 * m['step_efficiency_cpu']:.1f}% of peak, convolutions alone {100 * m['conv_efficiency_cpu']:.1f}% ({m['conv_gflop']:.1f} GFLOP in {100 * m['share_conv']:.1f}% "
-             f"of the op time)",
+             f"{100 * m['step_efficiency_cpu']:.1f}% of peak, convolutions alone {100 * m['conv_efficiency_cpu']:.1f}% "
+             f"({m['conv_gflop']:.1f} GFLOP in {100 * m['share_conv']:.1f}% of the op time)",
              f"  per wall second (matmul peak {m['matmul_peak_gflop_per_s']:.1f} GFLOP/s): step "
              f"{100 * m['step_efficiency']:.1f}%, convolutions alone {100 * m['conv_efficiency']:.1f}%",
              "  category              share"]
