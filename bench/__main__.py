@@ -32,6 +32,7 @@ BENCHMARKS = {
     "inference": "predict() on one 480x480 image, paper preset; post-processing with ~500 NMS inputs",
     "nms": "Matrix NMS on 500 masks (120x120, 200x336) vs a matmul of the same shape",
     "notebooks": "every notebook under strict nbval: seconds each and in total",
+    "profile": "op-level time profile of the training step (tiny, paper): shares by op category, top ops",
 }
 INPUTS_WIDTH = 56
 

@@ -1,4 +1,4 @@
-"""The training set-ups the pipeline, train_step and efficiency benchmarks measure.
+"""The training set-ups the pipeline, train_step, efficiency and profile benchmarks measure.
 
 * ``tiny``: ``SOLOConfig.tiny`` with ``TrainConfig.overfit_sample()`` (notebook 08, ``make demo``):
   256 x 256 canvas, batch 4, in-memory source, SGD, fixed paddings (24 instances, 64 pairs), no XLA.

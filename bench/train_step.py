@@ -32,8 +32,17 @@ CASES_FULL = ("paper", "paper_xla", "tiny")
 CASES_QUICK = ("paper", "tiny")  # XLA-compiling the paper step takes minutes
 
 
-def worker(case: str, warmup: int, timed: int, efficiency: bool, quick: bool) -> dict:
-    """Runs in the subprocess: measures one set-up (see the module docstring)."""
+def build_step(case: str):
+    """Steps 1 and 2 of the module docstring: one fixed batch and the compiled model of a set-up.
+
+    Args:
+        case: a set-up name of ``bench/setups.py``.
+
+    Returns:
+        ``(model, batch, images, targets, cfg)``: the compiled model with its train function made,
+        ``batch = (images, targets)`` as tensors, the same batch as numpy arrays, and the set-up's
+        ``TrainConfig``.
+    """
     import keras
     import tensorflow as tf
 
@@ -50,6 +59,20 @@ def worker(case: str, warmup: int, timed: int, efficiency: bool, quick: bool) ->
     model.compile(optimizer=make_optimizer(cfg, steps_per_epoch(dataset, cfg.batch_size)), jit_compile=cfg.jit_compile)
     model.optimizer.build(model.trainable_variables)
     model.make_train_function()
+    return model, batch, images, targets, cfg
+
+
+def batch_inputs(images, targets) -> str:
+    """The batch in words, e.g. ``"batch 4 x 256x256; per image 24 instance and 64 pair slots (...)"``."""
+    b, h, w, _ = images.shape
+    valid = int(targets["pos_valid"].sum())
+    return (f"batch {b} x {h}x{w}; per image {targets['masks'].shape[1]} instance and "
+            f"{targets['pos_cells'].shape[1]} pair slots ({valid} real pairs in the batch)")
+
+
+def worker(case: str, warmup: int, timed: int, efficiency: bool, quick: bool) -> dict:
+    """Runs in the subprocess: measures one set-up (see the module docstring)."""
+    model, batch, images, targets, cfg = build_step(case)
 
     def step():
         return float(model.train_function([batch])["loss"])
@@ -65,11 +88,9 @@ def worker(case: str, warmup: int, timed: int, efficiency: bool, quick: bool) ->
     step_peak = peak_rss_mb()
 
     b, h, w, _ = images.shape
-    valid = int(targets["pos_valid"].sum())
     out = {
         "case": case,
-        "inputs": (f"batch {b} x {h}x{w}; per image {targets['masks'].shape[1]} instance and "
-                   f"{targets['pos_cells'].shape[1]} pair slots ({valid} real pairs in the batch)"),
+        "inputs": batch_inputs(images, targets),
         "batch_size": int(b), "canvas": [int(h), int(w)], "jit_compile": bool(cfg.jit_compile),
         "parameters": int(model.count_params()),
         "first_call_s": first_call,

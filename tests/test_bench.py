@@ -67,3 +67,80 @@ def test_random_blobs_are_seeded_and_never_empty():
     assert a.shape == (6, 40, 60) and a.dtype == bool
     np.testing.assert_array_equal(a, b)
     assert (a.sum(axis=(1, 2)) > 0).all()
+
+
+def test_profile_parser_on_a_traced_function(tmp_path):
+    import tensorflow as tf
+
+    from bench.profile import CATEGORIES, category_of, op_events, read_xspace, summarize
+
+    x, kernel, a = tf.ones((1, 16, 16, 4)), tf.ones((3, 3, 4, 8)), tf.ones((32, 32))
+
+    @tf.function
+    def f(x, kernel, a):
+        y = tf.nn.conv2d(x, kernel, 1, "SAME")
+        return tf.reduce_sum(tf.nn.relu(y)) + tf.reduce_sum(tf.matmul(tf.matmul(a, a), a))
+
+    f(x, kernel, a)  # traced and compiled before the profile
+    tf.profiler.experimental.start(str(tmp_path))
+    for _ in range(2):
+        f(x, kernel, a).numpy()
+    tf.profiler.experimental.stop()
+    events = op_events(read_xspace(tmp_path))
+
+    by_category = {}
+    for name, op_type, start, duration, exclusive in events:
+        assert name and op_type and duration >= exclusive >= 0
+        by_category.setdefault(category_of(op_type), []).append(duration)
+    # two matmuls and one conv per call, whatever the kernels' names (MatMul or oneDNN's _MklMatMul)
+    assert len(by_category["matmul/einsum"]) == 4 and len(by_category["conv forward"]) == 2
+    assert all(d > 0 for d in by_category["matmul/einsum"] + by_category["conv forward"])
+
+    summary = summarize(events, steps=2)
+    assert list(summary["categories"]) == list(CATEGORIES)
+    assert abs(sum(summary["categories"].values()) - 1.0) < 1e-9
+    assert abs(sum(row["share"] for row in summary["op_types"]) - 1.0) < 1e-9
+    assert 0 < summary["busy_s_per_step"] and 0 < summary["op_s_per_step"]
+
+
+def test_profile_categories_and_scopes():
+    from bench.profile import category_of, scope_of
+
+    assert category_of("_MklNativeConv2DBackpropFilterWithBias") == "conv backward"
+    assert category_of("Conv2DBackpropInput") == "conv backward"
+    assert category_of("_MklNativeFusedConv2D") == category_of("Conv2D") == "conv forward"
+    assert category_of("_MklEinsum") == category_of("BatchMatMulV2") == "matmul/einsum"
+    assert category_of("SquaredDifference") == category_of("Rsqrt") == category_of("ReluGrad") == "norm & elementwise"
+    assert category_of("ResizeBilinearGrad") == category_of("Transpose") == "data movement"
+    assert category_of("Mul", "optimizer") == category_of("AssignSubVariableOp") == "optimizer update"
+    assert category_of("SomethingNew") == "other"
+
+    grad = "gradient_tape/sol_ov2_1/head_1/kernel_tower_5/kernel_tower_conv1_1/convolution/Conv2DBackpropInput"
+    assert scope_of(grad, "sol_ov2", "SGD") == ("head", "backward")
+    assert scope_of("sol_ov2_1/backbone_1/tiny_c2_c5_1/stage0_gn0_1/Neg", "sol_ov2", "SGD") == ("backbone", "forward")
+    assert scope_of("sgd/Mul_572", "sol_ov2", "SGD") == ("optimizer", "update")
+    assert scope_of("einsum/Einsum", "sol_ov2", "SGD") == ("loss & top level", "forward")
+
+
+def test_profile_nested_op_events_are_counted_once():
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    from bench.profile import op_events
+
+    space = xplane_pb2.XSpace()
+    plane = space.planes.add(name="/host:CPU")
+    for key, name, op_type in ((1, "outer:Foo", "Foo"), (2, "outer/inner:MatMul", "MatMul"),
+                               (3, "ExecutorState::Process", ""), (4, "f:StatefulPartitionedCall",
+                                                                   "StatefulPartitionedCall")):
+        plane.event_metadata[key].id = key
+        plane.event_metadata[key].name = name
+        plane.event_metadata[key].display_name = op_type
+    line = plane.lines.add(timestamp_ns=1)
+    # runtime event 0-100 wrapping op Foo 10-60, which holds MatMul 20-50; MatMul 70-80 after it
+    for key, offset, duration in ((3, 0, 100), (1, 10, 50), (2, 20, 30), (2, 70, 10), (4, 0, 100)):
+        line.events.add(metadata_id=key, offset_ps=offset, duration_ps=duration)
+
+    # (name, type, start ps on the plane's clock, duration, exclusive): Foo keeps 50 - 30 ps;
+    # the runtime event and the function-call op are not counted
+    assert op_events(space) == [("outer", "Foo", 1010, 50, 20), ("outer/inner", "MatMul", 1020, 30, 30),
+                                ("outer/inner", "MatMul", 1070, 10, 10)]
