@@ -3,7 +3,8 @@
 ``train(model_config, train_config, dataset)`` builds (or reloads) the model inside the current
 ``tf.distribute`` strategy, compiles it with the paper's optimiser, and fits it on the pipeline of
 ``solo_lib.data.pipeline``. The SOLO-specific step is ``SOLOv2.train_step``; everything else is
-Keras: ``SGD(momentum, weight_decay, global_clipnorm)``, a ``LearningRateSchedule``, callbacks.
+Keras: an SGD optimiser with global-norm clipping (``solo_lib.optim``), a ``LearningRateSchedule``,
+callbacks.
 
 Checkpoints are whole ``.keras`` files (weights, optimizer state and the epoch counter
 ``epochs_done``), written to a hidden temporary name and renamed into place, so a run killed
@@ -22,7 +23,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from solo_lib.config import SOLOConfig
 from solo_lib.data import augment as aug
@@ -30,6 +30,7 @@ from solo_lib.data import pipeline
 from solo_lib.data.coco import CocoDataset
 from solo_lib.errors import SoloError
 from solo_lib.model.solov2 import SOLOv2, build_model
+from solo_lib.optim import SGDL2, WarmupStepDecay  # noqa: F401  (WarmupStepDecay: re-exported)
 
 CHECKPOINT = re.compile(r"^epoch_(\d{4})\.keras$")
 
@@ -50,7 +51,8 @@ class TrainConfig:
         optimizer: ``"sgd"`` (the paper's) or ``"adam"`` (handy for overfitting quickly).
         learning_rate: base learning rate (0.01 for batch 16; scale linearly with the batch).
         momentum: SGD momentum.
-        weight_decay: decoupled weight decay (Keras' ``weight_decay``).
+        weight_decay: weight decay. With ``"sgd"`` an L2 term in the gradient, as in the paper's
+            (PyTorch) SGD (:class:`solo_lib.optim.SGDL2`); with ``"adam"`` AdamW's decoupled decay.
         warmup_steps: linear warm-up length, from ``warmup_ratio * learning_rate``.
         warmup_ratio: starting fraction of the learning rate.
         decay_epochs: epochs after which the learning rate is multiplied by ``decay_factor``.
@@ -131,36 +133,14 @@ class TrainConfig:
         return cls(**params)
 
 
-@keras.saving.register_keras_serializable(package="solo_lib")
-class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from ``ratio * lr`` to ``lr`` over ``warmup_steps``, then ``lr`` times
-    ``factor`` after each boundary step (mmdetection's ``step`` policy with linear warm-up)."""
-
-    def __init__(self, learning_rate, warmup_steps, warmup_ratio, boundaries, factor):
-        self.learning_rate, self.warmup_steps, self.warmup_ratio = learning_rate, warmup_steps, warmup_ratio
-        self.boundaries, self.factor = list(boundaries), factor
-
-    def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        decays = tf.add_n([tf.cast(step >= b, tf.float32) for b in self.boundaries]) if self.boundaries else 0.0
-        lr = self.learning_rate * tf.pow(self.factor, decays)
-        progress = tf.minimum(1.0, step / max(1, self.warmup_steps))
-        warm = self.warmup_ratio + (1.0 - self.warmup_ratio) * progress
-        return lr * tf.where(step < self.warmup_steps, warm, 1.0)
-
-    def get_config(self):
-        return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps,
-                "warmup_ratio": self.warmup_ratio, "boundaries": self.boundaries, "factor": self.factor}
-
-
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """The optimiser with its learning-rate schedule and gradient clipping."""
+    """The optimiser with its learning-rate schedule and gradient clipping: ``SGDL2`` (the paper's
+    SGD, weight decay as L2 in the gradient; ``solo_lib.optim``) or ``AdamW`` (decoupled decay)."""
     schedule = WarmupStepDecay(cfg.learning_rate, cfg.warmup_steps, cfg.warmup_ratio,
                                [e * steps_per_epoch for e in cfg.decay_epochs], cfg.decay_factor)
     if cfg.optimizer == "adam":
         return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay, global_clipnorm=cfg.clip_norm)
-    return keras.optimizers.SGD(schedule, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                global_clipnorm=cfg.clip_norm)
+    return SGDL2(schedule, momentum=cfg.momentum, l2=cfg.weight_decay, global_clipnorm=cfg.clip_norm)
 
 
 def load_checkpoint(path: str | os.PathLike) -> SOLOv2:
