@@ -72,7 +72,7 @@ def test_random_blobs_are_seeded_and_never_empty():
 def test_profile_parser_on_a_traced_function(tmp_path):
     import tensorflow as tf
 
-    from bench.profile import CATEGORIES, category_of, op_events, read_xspace, summarize
+    from bench.xplane import CATEGORIES, category_of, op_events, read_xspace, summarize
 
     x, kernel, a = tf.ones((1, 16, 16, 4)), tf.ones((3, 3, 4, 8)), tf.ones((32, 32))
 
@@ -104,7 +104,7 @@ def test_profile_parser_on_a_traced_function(tmp_path):
 
 
 def test_profile_categories_and_scopes():
-    from bench.profile import category_of, scope_of
+    from bench.xplane import category_of, scope_of
 
     assert category_of("_MklNativeConv2DBackpropFilterWithBias") == "conv backward"
     assert category_of("Conv2DBackpropInput") == "conv backward"
@@ -125,7 +125,7 @@ def test_profile_categories_and_scopes():
 def test_profile_nested_op_events_are_counted_once():
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-    from bench.profile import op_events
+    from bench.xplane import op_events
 
     space = xplane_pb2.XSpace()
     plane = space.planes.add(name="/host:CPU")
