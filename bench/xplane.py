@@ -3,8 +3,8 @@
 Used by ``bench/profile.py`` (benchmark 8), which traces training steps; this module only reads
 what the profiler wrote:
 
-1. :func:`read_xspace` loads the newest ``*.xplane.pb`` and :func:`op_events` lists its op events
-   (:func:`op_events`). What is summed: on the host plane (``/host:CPU``) every event whose
+1. :func:`read_xspace` loads the newest ``*.xplane.pb`` and :func:`op_events` lists its op events.
+   What is summed: on the host plane (``/host:CPU``) every event whose
    metadata name is ``"<op name>:<op type>"`` with the op type as its display name, i.e. one
    TensorFlow kernel execution (on the executor's ``tf_Compute`` threads, or on the Python thread
    for eager ops). Runtime events on the same lines (``ExecutorState::Process``, which wraps the
