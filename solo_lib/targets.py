@@ -214,6 +214,38 @@ def _resize_masks_tf(binary: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return (resized.numpy()[..., 0] >= 0.5).astype(np.uint8)
 
 
+def round_trip_iou(masks: np.ndarray, stride: int = 4) -> np.ndarray:
+    """The best IoU a stride-``stride`` mask can reach: each mask goes to its training target
+    (:func:`mask_targets`) and back to full size the way inference brings predictions back
+    (bilinear x ``stride`` with half-pixel centres, ``> 0.5``; ``solo_lib.inference.postprocess``),
+    and is compared with the original. A model that reproduced its targets exactly would score
+    this. Thin parts and objects a few pixels across lose the most (notebook 08).
+
+    Args:
+        masks: ``(N, H, W)`` binary masks on an image of any size (padded to a multiple of
+            ``stride`` at the bottom and right, as the canvas is).
+        stride: the target's stride (``config.mask_stride``).
+
+    Returns:
+        ``(N,)`` float64 IoU per mask (0 for an empty mask).
+    """
+    import tensorflow as tf  # lazy, as in _resize_masks_tf
+
+    masks = np.asarray(masks).astype(bool)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}")
+    n, height, width = masks.shape
+    canvas_h, canvas_w = -(-height // stride) * stride, -(-width // stride) * stride
+    padded = np.zeros((n, canvas_h, canvas_w), np.uint8)
+    padded[:, :height, :width] = masks
+    small = mask_targets(padded, stride).astype(np.float32)[..., None]  # (N, h, w, 1)
+    back = tf.image.resize(small, (canvas_h, canvas_w), method="bilinear").numpy()[..., 0] > 0.5
+    back = back[:, :height, :width]
+    inter = (back & masks).sum(axis=(1, 2))
+    union = (back | masks).sum(axis=(1, 2))
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
 def image_targets(masks: np.ndarray, labels: np.ndarray, config: SOLOConfig,
                   iscrowd: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Everything the training pipeline stores for one image, in a compact flat layout.
