@@ -88,12 +88,12 @@ class SOLOv2(keras.Model):
         self.config = config if isinstance(config, SOLOConfig) else SOLOConfig.from_dict(config)
         c = self.config
         self.backbone = Backbone(c.backbone, c.backbone_weights, c.freeze_backbone, groups=c.norm_groups,
-                                 name="backbone")
-        self.fpn = FPN(c.fpn_channels, with_p6=c.num_levels == 5, name="fpn")
+                                 remat=c.remat, name="backbone")
+        self.fpn = FPN(c.fpn_channels, with_p6=c.num_levels == 5, remat=c.remat, name="fpn")
         self.head = SOLOv2Head(c.num_classes, c.grid_sizes, c.head_convs, c.head_channels, c.mask_channels,
-                               c.norm_groups, c.prior_prob, name="head")
+                               c.norm_groups, c.prior_prob, remat=c.remat, name="head")
         self.mask_branch = MaskFeatureBranch(c.mask_feature_channels, c.mask_channels, c.norm_groups,
-                                             name="mask_feature")
+                                             remat=c.remat, name="mask_feature")
         # Saved with the weights, so a checkpoint knows how far training got (see solo_lib.train).
         self.epochs_done = self.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False,
                                            name="epochs_done")
@@ -101,7 +101,7 @@ class SOLOv2(keras.Model):
 
     def call(self, images, training=None):
         x = normalize_images(images, self.config.normalization)
-        pyramid = self.fpn(self.backbone(x, training=training))
+        pyramid = self.fpn(self.backbone(x, training=training), training=training)
         outputs = self.head(head_inputs(pyramid, self.config.num_levels), training=training)
         outputs["mask_feature"] = self.mask_branch(pyramid[:4], training=training)
         return outputs
@@ -122,7 +122,16 @@ class SOLOv2(keras.Model):
             losses = solo_losses(self(images, training=True), targets, self.config)
             scaled = losses["total"] / tf.distribute.get_strategy().num_replicas_in_sync
         grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        if self.config.remat:
+            # Start the update only once every gradient exists. Its weight decay (w -= lr * wd * w)
+            # and momentum (m * 0.9) terms do not depend on the gradients, so otherwise the
+            # executor computes them during the backward pass, next to its activations, and the
+            # early weight updates copy each weight the backward pass still reads (about two
+            # more copies of the weights at the peak). Same values, computed later.
+            with tf.control_dependencies([tf.group([g for g in grads if g is not None])]):
+                self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        else:
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         for name, key in (("loss", "total"), ("category_loss", "category"), ("mask_loss", "mask")):
             self.trackers[name].update_state(losses[key])
         return {name: tracker.result() for name, tracker in self.trackers.items()}
