@@ -9,8 +9,8 @@
 
 Both are Keras layers that save and load with ``safe_mode=True``. With ``remat=True`` a training
 call checkpoints the backbone piece by piece (``solo_lib.model.remat``), keeping only the pieces'
-outputs for the backward pass: ResNet-50's stem, each block of stage conv2 and stages conv3-conv5
-whole (``RESNET50_SEGMENTS``), or each stage of the tiny backbone.
+outputs for the backward pass: ResNet-50's stem, each block of stage conv2, stages conv3 and conv4
+in halves and conv5 whole (``RESNET50_SEGMENTS``), or each stage of the tiny backbone.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from solo_lib.model.remat import Segments, checkpointed_chain, use_remat
 
 RESNET50_TAPS = ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out")
 # Checkpoint boundaries (see the module docstring): the stem (conv1 + max-pool), each block of
-# stage conv2 (its maps, at stride 4, are the largest), then stages conv3, conv4 and conv5 whole.
-# Finer pieces keep more block outputs alive for the whole backward pass; coarser ones replay
-# more at once. Measured on the paper preset at 480x480 (TF allocator, live bytes), this split
-# peaks ~110 MB lower than one piece per block.
-RESNET50_SEGMENTS = ("pool1_pool", "conv2_block2_out", "conv2_block3_out", "conv3_block4_out",
-                     "conv4_block6_out", "conv5_block3_out")
+# stage conv2 (its maps, at stride 4, are the largest), then stages conv3 and conv4 in halves and
+# conv5 whole. A boundary stays alive from the forward pass until its piece is replayed, near the
+# end of the backward pass; a piece's activations are alive only during its replay. Measured on
+# the paper preset at 480x480 (TF allocator, bytes in use), the largest replays set the step's
+# peak, so they are split until the next piece's boundary would cost more than it saves.
+RESNET50_SEGMENTS = ("pool1_pool", "conv2_block1_out", "conv2_block2_out", "conv2_block3_out", "conv3_block2_out",
+                     "conv3_block4_out", "conv4_block3_out", "conv4_block6_out", "conv5_block3_out")
 TINY_CHANNELS = (32, 64, 96, 128)
 TINY_TAPS = tuple(f"stage{stage}_relu1" for stage in range(4))
 

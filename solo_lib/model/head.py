@@ -14,9 +14,9 @@ Each branch is ``head_convs`` stacked 3x3 conv -> GroupNorm -> ReLU blocks. The 
 serve every level. Outputs are flattened over cells and concatenated over levels, so one integer
 indexes a cell of any level (see ``solo_lib.model.dynamic``).
 
-With ``remat=True`` a training call checkpoints the levels (``solo_lib.model.remat``): the backward
-pass keeps only the level maps and replays one level at a time, summing the gradients of the shared
-tower weights as it goes. In the paper model the towers are two thirds of the forward FLOPs, so
+With ``remat=True`` a training call checkpoints each branch on each level (``solo_lib.model.remat``):
+the backward pass keeps only the level maps and replays one branch of one level at a time, summing
+the gradients of the shared tower weights as it goes. In the paper model the towers are two thirds of the forward FLOPs, so
 this replay is the most expensive part of checkpointing.
 """
 
@@ -98,22 +98,25 @@ class SOLOv2Head(keras.layers.Layer):
             name="category_out")
 
     def call(self, level_features, training=None):
-        def level(index, feature):
-            """Both branches on one level: ``(B, h, w, F)`` -> kernel ``(B, S, S, E)``, category ``(B, S, S, C)``."""
-            s = self.grid_sizes[index]
+        def branch(index, feature):
+            """Branch ``index % 2`` (0: kernel, 1: category) on level ``index // 2``:
+            ``(B, h, w, F)`` -> kernel ``(B, S, S, E)`` or category ``(B, S, S, C)``."""
+            s = self.grid_sizes[index // 2]
             with_coords = ops.concatenate([feature, coordinate_channels(feature)], axis=-1)
             grid = ops.image.resize(with_coords, (s, s), interpolation="bilinear")  # (B, S, S, F + 2)
-            kernel = self.kernel_out(self.kernel_tower(grid, training=training))
-            category = self.category_out(self.category_tower(grid[..., :-2], training=training))
-            return kernel, category
+            if index % 2 == 0:
+                return (self.kernel_out(self.kernel_tower(grid, training=training)),)
+            return (self.category_out(self.category_tower(grid[..., :-2], training=training)),)
 
         levels = list(level_features)[:len(self.grid_sizes)]
+        inputs = [feature for feature in levels for _ in range(2)]  # (level 0 kernel, level 0 category, ...)
         if use_remat(self.remat, training, self.kernel_tower, self.category_tower):
-            outputs = checkpointed_in_turn(level)(*levels)
+            outputs = checkpointed_in_turn(branch)(*inputs)
         else:
-            outputs = [level(i, feature) for i, feature in enumerate(levels)]
+            outputs = [branch(i, feature) for i, feature in enumerate(inputs)]
         categories, kernels = [], []
-        for (kernel, category), s in zip(outputs, self.grid_sizes):
+        for level, s in enumerate(self.grid_sizes):
+            (kernel,), (category,) = outputs[2 * level], outputs[2 * level + 1]
             batch = ops.shape(kernel)[0]
             kernels.append(ops.reshape(kernel, (batch, s * s, self.kernel_channels)))
             categories.append(ops.reshape(category, (batch, s * s, self.num_classes)))
