@@ -24,10 +24,10 @@ threads, so the summed op time per step can exceed the step's wall time (their r
 Shares are fractions of the summed op time. To compare a category with the matmul peak, it gets
 that share of the wall time: ``conv_efficiency = conv FLOPs / (conv share x traced step time) /
 matmul peak``, with the graph's ``Conv2D`` + ``Conv2DBackpropInput`` + ``Conv2DBackpropFilter``
-FLOPs (as run: with ``remat``, the replayed convolutions too). The step efficiency on the same traced
-steps (all graph FLOPs / traced step time / peak; with ``remat``, the FLOPs of the step without its
-replays, see ``bench/efficiency.py``) is reported next to it; the profiler adds a little overhead to the traced steps (compare
-``step_s_untraced``).
+FLOPs (as run: with ``remat``, the replayed convolutions too). The step efficiency on the same
+traced steps (all graph FLOPs / traced step time / peak; with ``remat``, the FLOPs of the step
+without its replays, see ``bench/efficiency.py``) is reported next to it; the profiler adds a little
+overhead to the traced steps (compare ``step_s_untraced``).
 
 On a machine shared with other jobs the wall clock of a 0.1 s matmul and of a 20 s step are slowed
 down by different amounts, so both efficiencies are also computed per CPU second: the process's

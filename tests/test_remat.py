@@ -105,7 +105,7 @@ def sample_batch():
     dataset = load_sample_dataset("train")
     source = pipeline.in_memory_source(dataset)
     batches = pipeline.training_dataset(source, TINY, canvas=(128, 128), batch_size=2, augment=None, seed=0,
-                                        max_instances=8, max_positives=24)
+                                        max_instances=24, max_positives=64)
     images, targets = pipeline.first_batch(batches)
     return tf.constant(images), {k: tf.constant(v) for k, v in targets.items()}
 

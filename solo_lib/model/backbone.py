@@ -9,8 +9,8 @@
 
 Both are Keras layers that save and load with ``safe_mode=True``. With ``remat=True`` a training
 call checkpoints the backbone piece by piece (``solo_lib.model.remat``), keeping only the pieces'
-outputs for the backward pass: ResNet-50's stem, each block of stage conv2, stages conv3 and conv4
-in halves and conv5 whole (``RESNET50_SEGMENTS``), or each stage of the tiny backbone.
+outputs for the backward pass: ResNet-50's stem and stages, each stage replayed as a chain of
+smaller pieces (``RESNET50_SEGMENTS``), or each stage of the tiny backbone.
 """
 
 from __future__ import annotations
@@ -22,14 +22,16 @@ import keras
 from solo_lib.model.remat import Segments, checkpointed_chain, use_remat
 
 RESNET50_TAPS = ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out")
-# Checkpoint boundaries (see the module docstring): the stem (conv1 + max-pool), each block of
-# stage conv2 (its maps, at stride 4, are the largest), then stages conv3 and conv4 in halves and
-# conv5 whole. A boundary stays alive from the forward pass until its piece is replayed, near the
-# end of the backward pass; a piece's activations are alive only during its replay. Measured on
-# the paper preset at 480x480 (TF allocator, bytes in use), the largest replays set the step's
-# peak, so they are split until the next piece's boundary would cost more than it saves.
-RESNET50_SEGMENTS = ("pool1_pool", "conv2_block1_out", "conv2_block2_out", "conv2_block3_out", "conv3_block2_out",
-                     "conv3_block4_out", "conv4_block3_out", "conv4_block6_out", "conv5_block3_out")
+# Checkpoint pieces (see the module docstring), two levels deep (Chen et al. 2016, §4: recursive
+# checkpointing): the backward pass keeps only the stages' outputs (the stem's, C2-C5), and replays
+# a stage as a chain of smaller pieces (the blocks of conv2, conv3 and conv4 in halves, conv5
+# whole), keeping their outputs only during that stage's replay. Measured on the paper preset at
+# 480x480 (TF allocator, bytes in use), the step's peak is set by what stays alive through the
+# whole backward pass (the stage outputs, the weight gradients) plus the largest single replay;
+# one level of pieces kept ~80 MB more block outputs alive, whole stages replayed ~90 MB more at once.
+RESNET50_SEGMENTS = (("pool1_pool",), ("conv2_block1_out", "conv2_block2_out", "conv2_block3_out"),
+                     ("conv3_block2_out", "conv3_block4_out"), ("conv4_block3_out", "conv4_block6_out"),
+                     ("conv5_block3_out",))
 TINY_CHANNELS = (32, 64, 96, 128)
 TINY_TAPS = tuple(f"stage{stage}_relu1" for stage in range(4))
 
@@ -88,12 +90,12 @@ class Backbone(keras.layers.Layer):
             if weights is not None:
                 raise ValueError("the tiny backbone has no pretrained weights; use weights=None")
             self.features = _tiny_features(groups)
-            taps, boundaries = TINY_TAPS, TINY_TAPS
+            taps, boundaries = TINY_TAPS, tuple((name,) for name in TINY_TAPS)
         else:
             raise ValueError(f"unknown backbone {kind!r}; use 'resnet50' or 'tiny'")
         self.features.trainable = not freeze
-        self.taps = taps
-        self.segments = Segments.of(self.features, boundaries) if remat else None
+        self.taps, self.groups_of_pieces = taps, boundaries
+        self.segments = Segments.of(self.features, [name for group in boundaries for name in group]) if remat else None
 
     @property
     def channels(self) -> tuple[int, ...]:
@@ -102,8 +104,14 @@ class Backbone(keras.layers.Layer):
     def call(self, images, training=None):
         if not use_remat(self.remat, training, self.features):
             return self.features(images, training=training)
-        pieces = [lambda t, piece=piece: piece(t, training=training) for piece in self.segments.models]
-        taps = [self.segments.names.index(name) for name in self.taps]
+        fine = [lambda t, piece=piece: piece(t, training=training) for piece in self.segments.models]
+        pieces, start = [], 0
+        for group in self.groups_of_pieces:  # one piece per group, itself a chain of its fine pieces
+            chain = fine[start:start + len(group)]
+            start += len(group)
+            pieces.append(chain[0] if len(chain) == 1 else
+                          lambda t, inner=checkpointed_chain(chain, [len(chain) - 1]): inner(t)[0])
+        taps = [i for i, group in enumerate(self.groups_of_pieces) if group[-1] in self.taps]
         return checkpointed_chain(pieces, taps)(images)
 
     def get_config(self):

@@ -20,6 +20,7 @@ from keras import ops
 
 from solo_lib.config import SOLOConfig
 from solo_lib.losses import solo_losses
+from solo_lib.memory import one_update_at_a_time
 from solo_lib.model.backbone import Backbone
 from solo_lib.model.fpn import FPN, resize_like
 from solo_lib.model.head import SOLOv2Head
@@ -123,13 +124,11 @@ class SOLOv2(keras.Model):
             scaled = losses["total"] / tf.distribute.get_strategy().num_replicas_in_sync
         grads = tape.gradient(scaled, self.trainable_variables)
         if self.config.remat:
-            # Start the update only once every gradient exists. Its weight decay (w -= lr * wd * w)
-            # and momentum (m * 0.9) terms do not depend on the gradients, so otherwise the
-            # executor computes them during the backward pass, next to its activations, and the
-            # early weight updates copy each weight the backward pass still reads (about two
-            # more copies of the weights at the peak). Same values, computed later.
+            # Less memory, same values (solo_lib.memory): the update starts once every gradient
+            # exists, and updates one weight at a time.
             with tf.control_dependencies([tf.group([g for g in grads if g is not None])]):
-                self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+                with one_update_at_a_time(self.optimizer):
+                    self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         else:
             self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         for name, key in (("loss", "total"), ("category_loss", "category"), ("mask_loss", "mask")):
