@@ -279,7 +279,7 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
     data = pipeline.training_dataset(source, model_config, canvas=cfg.canvas, batch_size=cfg.batch_size,
                                      augment=cfg.augment, seed=cfg.seed, start_step=initial_epoch * steps,
                                      max_instances=cfg.max_instances, max_positives=cfg.max_positives)
-    # ReleaseFreedMemory: the graph building of the first step leaves ~150 MB of freed heap resident.
+    # ReleaseFreedMemory: the graph building of the first step leaves 150-200 MB of freed heap resident.
     cbs = [NonFiniteLossGuard(), EpochCounter(), EpochLog(cfg.epochs, log_every), ReleaseFreedMemory()]
     if progress:
         cbs.append(ProgressBar(steps, cfg.epochs))

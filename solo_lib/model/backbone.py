@@ -25,10 +25,10 @@ RESNET50_TAPS = ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "co
 # Checkpoint pieces (see the module docstring), two levels deep (Chen et al. 2016, §4: recursive
 # checkpointing): the backward pass keeps only the stages' outputs (the stem's, C2-C5), and replays
 # a stage as a chain of smaller pieces (the blocks of conv2, conv3 and conv4 in halves, conv5
-# whole), keeping their outputs only during that stage's replay. Measured on the paper preset at
-# 480x480 (TF allocator, bytes in use), the step's peak is set by what stays alive through the
-# whole backward pass (the stage outputs, the weight gradients) plus the largest single replay;
-# one level of pieces kept ~80 MB more block outputs alive, whole stages replayed ~90 MB more at once.
+# whole), keeping their outputs only during that stage's replay. The step's peak is what stays
+# alive through the whole backward pass (stage outputs, weight gradients) plus the largest single
+# replay. Measured on the paper preset at 480x480 (TF allocator, bytes in use, five steps): the
+# same small pieces in one level peaked at 924-985 MB, in two levels at 874-892 MB.
 RESNET50_SEGMENTS = (("pool1_pool",), ("conv2_block1_out", "conv2_block2_out", "conv2_block3_out"),
                      ("conv3_block2_out", "conv3_block4_out"), ("conv4_block3_out", "conv4_block6_out"),
                      ("conv5_block3_out",))

@@ -14,10 +14,11 @@ Each branch is ``head_convs`` stacked 3x3 conv -> GroupNorm -> ReLU blocks. The 
 serve every level. Outputs are flattened over cells and concatenated over levels, so one integer
 indexes a cell of any level (see ``solo_lib.model.dynamic``).
 
-With ``remat=True`` a training call checkpoints each branch on each level (``solo_lib.model.remat``):
-the backward pass keeps only the level maps and replays one branch of one level at a time, summing
-the gradients of the shared tower weights as it goes. In the paper model the towers are two thirds of the forward FLOPs, so
-this replay is the most expensive part of checkpointing.
+With ``remat=True`` a training call checkpoints each branch on each level
+(``solo_lib.model.remat``): the backward pass keeps only the level maps and replays one branch of
+one level at a time, summing the gradients of the shared tower weights as it goes. In the paper
+model the towers are two thirds of the forward FLOPs, so this replay is the most expensive part of
+checkpointing.
 """
 
 from __future__ import annotations

@@ -25,9 +25,12 @@ function replays the segment under a ``tf.GradientTape``, with three differences
   or of a set of pieces sharing weights (:func:`checkpointed_in_turn`) are replayed one after the
   other, never interleaved.
 * **Shared weights.** The head applies the same towers to five levels; :func:`checkpointed_in_turn`
-  sums the weight gradients level by level instead of holding five copies until the end.
+  sums the weight gradients piece by piece instead of holding five copies until the end.
 
-``tests/test_model.py`` checks that a checkpointed step gives the same loss, gradients and
+A piece of a chain may itself be a checkpointed chain (recursive checkpointing, Chen et al. 2016,
+§4): the backbone keeps only its stages' outputs, and replays a stage block by block.
+
+``tests/test_remat.py`` checks that a checkpointed step gives the same loss, gradients and
 BatchNorm statistics as a plain one. The saving is real inside a ``tf.function`` (``Model.fit``,
 ``model.train_function``): the graph keeps only what the gradient functions refer to. Run eagerly,
 an outer ``GradientTape`` also records the segments' ops, so values are the same but little memory
