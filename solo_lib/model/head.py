@@ -99,22 +99,28 @@ class SOLOv2Head(keras.layers.Layer):
             name="category_out")
 
     def call(self, level_features, training=None):
-        def branch(index, feature):
-            """Branch ``index % 2`` (0: kernel, 1: category) on level ``index // 2``:
-            ``(B, h, w, F)`` -> kernel ``(B, S, S, E)`` or category ``(B, S, S, C)``."""
-            s = self.grid_sizes[index // 2]
+        def grid(level, feature):
+            """``(B, h, w, F)`` with coordinates, resized to the level's grid: ``(B, S, S, F + 2)``."""
+            s = self.grid_sizes[level]
             with_coords = ops.concatenate([feature, coordinate_channels(feature)], axis=-1)
-            grid = ops.image.resize(with_coords, (s, s), interpolation="bilinear")  # (B, S, S, F + 2)
+            return ops.image.resize(with_coords, (s, s), interpolation="bilinear")
+
+        def branch(index, cells):
+            """Branch ``index % 2`` (0: kernel ``(B, S, S, E)``, 1: category ``(B, S, S, C)``) on a grid."""
             if index % 2 == 0:
-                return (self.kernel_out(self.kernel_tower(grid, training=training)),)
-            return (self.category_out(self.category_tower(grid[..., :-2], training=training)),)
+                return (self.kernel_out(self.kernel_tower(cells, training=training)),)
+            return (self.category_out(self.category_tower(cells[..., :-2], training=training)),)
 
         levels = list(level_features)[:len(self.grid_sizes)]
-        inputs = [feature for feature in levels for _ in range(2)]  # (level 0 kernel, level 0 category, ...)
         if use_remat(self.remat, training, self.kernel_tower, self.category_tower):
-            outputs = checkpointed_in_turn(branch)(*inputs)
+            # Pieces (level 0 kernel, level 0 category, level 1 kernel, ...), replayed one at a time.
+            inputs = [feature for feature in levels for _ in range(2)]
+            outputs = checkpointed_in_turn(lambda i, feature: branch(i, grid(i // 2, feature)))(*inputs)
         else:
-            outputs = [branch(i, feature) for i, feature in enumerate(inputs)]
+            outputs = []
+            for level, feature in enumerate(levels):
+                cells = grid(level, feature)
+                outputs += [branch(0, cells), branch(1, cells)]
         categories, kernels = [], []
         for level, s in enumerate(self.grid_sizes):
             (kernel,), (category,) = outputs[2 * level], outputs[2 * level + 1]
