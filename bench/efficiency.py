@@ -16,6 +16,12 @@ FLOPs are counted two ways, and both are reported:
   convolution's einsum (``2 B K h w E``); times 3 for a training step (the backward pass of a
   convolution is two convolutions of the same size: input and weight gradients).
 
+With gradient checkpointing (``SOLOConfig.remat``, set-up ``paper_remat``) the step's graph also
+holds the replayed forward ops. They are work done twice, not work the model needs, so the headline
+count is that of the same step without checkpointing (the layers' ``remat`` switched off while that
+graph is traced: the useful FLOPs, as "model FLOPs utilization" counts them); the graph actually run
+is counted too (``graph_train_step_executed_total``), and their ratio is the recompute overhead.
+
 Cross-check: the graph's forward ``Conv2D`` + ``MatMul`` FLOPs must equal the analytic forward
 convolution count (same layers, same shapes), and the graph's training-step conv FLOPs should be
 close to 3x the forward ones (the first layer needs no input gradient, so a little less).
@@ -36,7 +42,7 @@ from bench.common import Result, Target, error_result, measure, repeats
 MATMUL_N = 2048
 GEMM_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "DepthwiseConv2dNative", "MatMul",
             "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3")
-CASES = ("paper", "tiny")
+CASES = ("paper", "paper_remat", "tiny")
 
 
 def matmul_peak(quick: bool) -> dict:
@@ -119,6 +125,19 @@ def recording_layer_flops(records: list):
             cls.call = original
 
 
+@contextlib.contextmanager
+def without_remat(model):
+    """While active, the model's parts (backbone, FPN, head, mask branch) do not checkpoint."""
+    parts = [layer for layer in (model.backbone, model.fpn, model.head, model.mask_branch) if layer.remat]
+    try:
+        for layer in parts:
+            layer.remat = False
+        yield model
+    finally:
+        for layer in parts:
+            layer.remat = True
+
+
 def count_flops(model, batch) -> dict:
     """Graph and analytic FLOPs of one training step of ``model`` on ``batch`` (see module doc)."""
     import tensorflow as tf
@@ -129,7 +148,11 @@ def count_flops(model, batch) -> dict:
         forward = tf.function(lambda x: model(x, training=True)).get_concrete_function(
             tf.TensorSpec.from_tensor(images))
     forward_graph = graph_flops(forward.graph)
-    train_graph = graph_flops(tf.function(model.train_step).get_concrete_function(batch).graph)
+    executed_graph = graph_flops(tf.function(model.train_step).get_concrete_function(batch).graph)
+    train_graph = executed_graph
+    if model.config.remat:  # the useful work: the same step without the replays (module docstring)
+        with without_remat(model):
+            train_graph = graph_flops(tf.function(model.train_step).get_concrete_function(batch).graph)
 
     # The loss's dynamic convolution: einsum (B, h, w, E) x (B, K, E) -> (B, K, h, w), for every
     # padded pair too (the loss masks them afterwards).
@@ -150,6 +173,8 @@ def count_flops(model, batch) -> dict:
         "graph_train_step_gemm": sum(v for op, v in train_graph.items() if op in GEMM_OPS),
         "graph_forward_by_op": forward_graph,
         "graph_train_step_by_op": train_graph,
+        "graph_train_step_executed_total": sum(executed_graph.values()),
+        "graph_train_step_executed_by_op": executed_graph,
     }
 
 
@@ -170,18 +195,23 @@ def rows_for(case: str, step: dict) -> list[Result]:
         "forward_gflop_graph_gemm": flops["graph_forward_gemm"] / 1e9,
         "forward_gflop_analytic_layers": flops["analytic_forward_layers"] / 1e9,
         "achieved_gflop_per_s_graph": flops["graph_train_step_total"] / seconds / 1e9,
+        "recompute_overhead": flops.get("graph_train_step_executed_total", flops["graph_train_step_total"])
+        / flops["graph_train_step_total"] - 1,
         "matmul_peak_gflop_per_s": peak / 1e9,
         "step_s": seconds,
     }
     figure = (f"{100 * graph:.1f}% of matmul peak (graph count; analytic {100 * analytic:.1f}%): "
               f"{metrics['achieved_gflop_per_s_graph']:.1f} of {peak / 1e9:.1f} GFLOP/s")
+    if metrics["recompute_overhead"] > 0:
+        figure += f"; {100 * metrics['recompute_overhead']:.0f}% more FLOPs run (recomputed, not counted)"
     # Issue 5: at least 60 % of the matmul peak for the paper preset (no target for the tiny one).
-    target = Target("efficiency_graph", ">", 0.6, "> 60% of peak") if case == "paper" else None
+    target = Target("efficiency_graph", ">", 0.6, "> 60% of peak") if case in ("paper", "paper_remat") else None
     return [Result(
         "efficiency", case, f"{DESCRIPTIONS[case]}; {step['inputs']}; peak: tf.matmul {MATMUL_N}x{MATMUL_N} float32",
         figure, metrics, target, timing=eff["matmul_peak"]["timing"],
         details={"method": "graph: TF profiler float_operation() on tf.function(model.train_step)'s graph "
-                           "(forward + loss + backward + optimizer; Einsum not counted); analytic: 3 x "
+                           "(forward + loss + backward + optimizer; Einsum not counted; with remat, the graph "
+                           "without checkpointing: recomputed ops are not counted); analytic: 3 x "
                            "(2 x MACs of Conv2D/Dense layer calls + dynamic-conv einsum)",
                  "flops": flops,
                  "crosscheck_forward_gemm_graph_over_analytic":

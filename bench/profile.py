@@ -24,9 +24,10 @@ threads, so the summed op time per step can exceed the step's wall time (their r
 Shares are fractions of the summed op time. To compare a category with the matmul peak, it gets
 that share of the wall time: ``conv_efficiency = conv FLOPs / (conv share x traced step time) /
 matmul peak``, with the graph's ``Conv2D`` + ``Conv2DBackpropInput`` + ``Conv2DBackpropFilter``
-FLOPs. The step efficiency on the same traced steps (all graph FLOPs / traced step time / peak) is
-reported next to it; the profiler adds a little overhead to the traced steps (compare
-``step_s_untraced``).
+FLOPs (as run: with ``remat``, the replayed convolutions too). The step efficiency on the same
+traced steps (all graph FLOPs / traced step time / peak; with ``remat``, the FLOPs of the step
+without its replays, see ``bench/efficiency.py``) is reported next to it; the profiler adds a little
+overhead to the traced steps (compare ``step_s_untraced``).
 
 On a machine shared with other jobs the wall clock of a 0.1 s matmul and of a 20 s step are slowed
 down by different amounts, so both efficiencies are also computed per CPU second: the process's
@@ -47,7 +48,7 @@ from bench import setups
 from bench.common import Result, apply_env_defaults, error_result, run_worker, worker_reply
 from bench.xplane import op_events, read_xspace, summarize
 
-CASES = ("tiny", "paper")
+CASES = ("tiny", "paper", "paper_remat")
 TOP_OPS = 12
 
 # ----------------------------------------------------------------------------------------------
@@ -88,7 +89,8 @@ def worker(case: str, warmup: int, steps: int, quick: bool) -> dict:
     summary = summarize(events, steps, model.name, model.optimizer.name)
     flops = efficiency.count_flops(model, batch)
     peak = efficiency.matmul_peak(quick)
-    by_op = flops["graph_train_step_by_op"]
+    # Convolutions as run (with remat, replayed ones too: kernel speed); the step as useful work.
+    by_op = flops["graph_train_step_executed_by_op"]
     return {
         "case": case, "inputs": batch_inputs(images, targets),
         "steps_traced": steps, "step_s_traced": sum(runs) / steps, "step_s_traced_runs": runs,
@@ -177,8 +179,9 @@ def run(ctx) -> list[Result]:
     """Profiles each set-up in its own worker subprocess and prints its tables."""
     rows = []
     for case in CASES:
-        warmup = 1 if case == "paper" else 2
-        steps = (2 if case == "paper" else 3) if ctx.quick else (3 if case == "paper" else 6)
+        paper = case.startswith("paper")
+        warmup = 1 if paper else 2
+        steps = (2 if paper else 3) if ctx.quick else (3 if paper else 6)
         args = [case, "--warmup", str(warmup), "--steps", str(steps)] + (["--quick"] if ctx.quick else [])
         print(f"  [profile worker: {case}]", flush=True)
         try:

@@ -5,6 +5,8 @@
 * ``paper``: ``SOLOConfig.paper_r50`` with the paper's ``TrainConfig`` defaults (SGD, momentum,
   weight decay, clip norm, default augmentation) on a 480 x 480 canvas, batch 2, streaming source.
 * ``paper_xla``: ``paper`` with ``jit_compile=True``.
+* ``paper_remat``: ``paper`` with gradient checkpointing (``SOLOConfig.remat``, see
+  ``solo_lib/model/remat.py``): less memory, some forward work done twice.
 
 All train on the sample dataset (``data/sample_coco``, train split, 12 images of 256 px or less,
 4 classes), through the same pipeline call as ``solo_lib.train.train``.
@@ -12,13 +14,15 @@ All train on the sample dataset (``data/sample_coco``, train split, 12 images of
 
 from __future__ import annotations
 
-SETUPS = ("tiny", "paper", "paper_xla")
+SETUPS = ("tiny", "paper", "paper_xla", "paper_remat")
 
 DESCRIPTIONS = {
     "tiny": "tiny preset, TrainConfig.overfit_sample(): 256x256 canvas, batch 4, in-memory, SGD, "
             "max_instances 24 / max_positives 64, no XLA",
     "paper": "paper preset (ResNet-50-FPN), 480x480 canvas, batch 2, streaming, SGD, no XLA",
     "paper_xla": "paper preset (ResNet-50-FPN), 480x480 canvas, batch 2, streaming, SGD, XLA",
+    "paper_remat": "paper preset (ResNet-50-FPN) with remat=True (gradient checkpointing), 480x480 canvas, "
+                   "batch 2, streaming, SGD, no XLA",
 }
 
 
@@ -35,7 +39,7 @@ def training_setup(name: str):
         return SOLOConfig.tiny(dataset.num_classes), TrainConfig.overfit_sample(), dataset
     cfg = TrainConfig(canvas=(480, 480), batch_size=2, in_memory=False, checkpoint_dir=None,
                       jit_compile=name == "paper_xla")
-    return SOLOConfig.paper_r50(dataset.num_classes), cfg, dataset
+    return SOLOConfig.paper_r50(dataset.num_classes, remat=name == "paper_remat"), cfg, dataset
 
 
 def training_dataset(model_config, cfg, dataset):

@@ -29,6 +29,7 @@ from solo_lib.data import augment as aug
 from solo_lib.data import pipeline
 from solo_lib.data.coco import CocoDataset
 from solo_lib.errors import SoloError
+from solo_lib.memory import ReleaseFreedMemory
 from solo_lib.model.solov2 import SOLOv2, build_model
 from solo_lib.optim import SGDL2, WarmupStepDecay  # noqa: F401  (WarmupStepDecay: re-exported)
 
@@ -278,7 +279,8 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
     data = pipeline.training_dataset(source, model_config, canvas=cfg.canvas, batch_size=cfg.batch_size,
                                      augment=cfg.augment, seed=cfg.seed, start_step=initial_epoch * steps,
                                      max_instances=cfg.max_instances, max_positives=cfg.max_positives)
-    cbs = [NonFiniteLossGuard(), EpochCounter(), EpochLog(cfg.epochs, log_every)]
+    # ReleaseFreedMemory: the graph building of the first step leaves 150-200 MB of freed heap resident.
+    cbs = [NonFiniteLossGuard(), EpochCounter(), EpochLog(cfg.epochs, log_every), ReleaseFreedMemory()]
     if progress:
         cbs.append(ProgressBar(steps, cfg.epochs))
     if cfg.checkpoint_dir:

@@ -13,6 +13,12 @@ For each FPN level (SOLOv2 §3.2, and the authors' ``solov2_head.py``):
 Each branch is ``head_convs`` stacked 3x3 conv -> GroupNorm -> ReLU blocks. The same weights
 serve every level. Outputs are flattened over cells and concatenated over levels, so one integer
 indexes a cell of any level (see ``solo_lib.model.dynamic``).
+
+With ``remat=True`` a training call checkpoints each branch on each level
+(``solo_lib.model.remat``): the backward pass keeps only the level maps and replays one branch of
+one level at a time, summing the gradients of the shared tower weights as it goes. In the paper
+model the towers are two thirds of the forward FLOPs, so this replay is the most expensive part of
+checkpointing.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import math
 
 import keras
 from keras import ops
+
+from solo_lib.model.remat import checkpointed_in_turn, use_remat
 
 
 def coordinate_channels(x):
@@ -65,6 +73,7 @@ class SOLOv2Head(keras.layers.Layer):
         kernel_channels: E, the dynamic kernel size (1x1 kernels on an E-channel mask feature).
         groups: GroupNorm groups.
         prior_prob: initial category probability.
+        remat: checkpoint the towers in training calls.
 
     Call:
         a list of level maps ``(B, h_l, w_l, F)`` -> ``{"category": (B, sum S^2, C),
@@ -72,8 +81,9 @@ class SOLOv2Head(keras.layers.Layer):
     """
 
     def __init__(self, num_classes, grid_sizes, head_convs=4, channels=512, kernel_channels=256, groups=32,
-                 prior_prob=0.01, **kwargs):
+                 prior_prob=0.01, remat=False, **kwargs):
         super().__init__(**kwargs)
+        self.remat = remat
         self.num_classes, self.grid_sizes = num_classes, tuple(grid_sizes)
         self.head_convs, self.channels, self.kernel_channels = head_convs, channels, kernel_channels
         self.groups, self.prior_prob = groups, prior_prob
@@ -89,13 +99,32 @@ class SOLOv2Head(keras.layers.Layer):
             name="category_out")
 
     def call(self, level_features, training=None):
-        categories, kernels = [], []
-        for feature, s in zip(level_features, self.grid_sizes):
+        def grid(level, feature):
+            """``(B, h, w, F)`` with coordinates, resized to the level's grid: ``(B, S, S, F + 2)``."""
+            s = self.grid_sizes[level]
             with_coords = ops.concatenate([feature, coordinate_channels(feature)], axis=-1)
-            grid = ops.image.resize(with_coords, (s, s), interpolation="bilinear")  # (B, S, S, F + 2)
-            kernel = self.kernel_out(self.kernel_tower(grid, training=training))
-            category = self.category_out(self.category_tower(grid[..., :-2], training=training))
-            batch = ops.shape(grid)[0]
+            return ops.image.resize(with_coords, (s, s), interpolation="bilinear")
+
+        def branch(index, cells):
+            """Branch ``index % 2`` (0: kernel ``(B, S, S, E)``, 1: category ``(B, S, S, C)``) on a grid."""
+            if index % 2 == 0:
+                return (self.kernel_out(self.kernel_tower(cells, training=training)),)
+            return (self.category_out(self.category_tower(cells[..., :-2], training=training)),)
+
+        levels = list(level_features)[:len(self.grid_sizes)]
+        if use_remat(self.remat, training, self.kernel_tower, self.category_tower):
+            # Pieces (level 0 kernel, level 0 category, level 1 kernel, ...), replayed one at a time.
+            inputs = [feature for feature in levels for _ in range(2)]
+            outputs = checkpointed_in_turn(lambda i, feature: branch(i, grid(i // 2, feature)))(*inputs)
+        else:
+            outputs = []
+            for level, feature in enumerate(levels):
+                cells = grid(level, feature)
+                outputs += [branch(0, cells), branch(1, cells)]
+        categories, kernels = [], []
+        for level, s in enumerate(self.grid_sizes):
+            (kernel,), (category,) = outputs[2 * level], outputs[2 * level + 1]
+            batch = ops.shape(kernel)[0]
             kernels.append(ops.reshape(kernel, (batch, s * s, self.kernel_channels)))
             categories.append(ops.reshape(category, (batch, s * s, self.num_classes)))
         return {"category": ops.concatenate(categories, axis=1), "kernel": ops.concatenate(kernels, axis=1)}
@@ -103,4 +132,4 @@ class SOLOv2Head(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "grid_sizes": list(self.grid_sizes),
                 "head_convs": self.head_convs, "channels": self.channels, "kernel_channels": self.kernel_channels,
-                "groups": self.groups, "prior_prob": self.prior_prob}
+                "groups": self.groups, "prior_prob": self.prior_prob, "remat": self.remat}

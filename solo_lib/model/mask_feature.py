@@ -5,7 +5,9 @@ One map F of E channels at stride 4 serves every instance: each level P2-P5 goes
 (P2: 1 block; P3: 1 block + 1 upsampling; P4: 2 of each; P5: 3 of each, with the CoordConv
 channels appended to its input, as the paper does for the coarsest level), the four maps are
 summed, and a 1x1 conv -> GroupNorm -> ReLU gives E channels. A dynamic kernel from the head then
-turns F into one instance mask (``solo_lib.model.dynamic``).
+turns F into one instance mask (``solo_lib.model.dynamic``). With ``remat=True`` a training call
+checkpoints the four level paths (replayed one after another) and the fusion
+(``solo_lib.model.remat``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from keras import ops
 
 from solo_lib.model.fpn import resize_like
 from solo_lib.model.head import coordinate_channels
+from solo_lib.model.remat import checkpointed, checkpointed_in_turn, use_remat
 
 
 @keras.saving.register_keras_serializable(package="solo_lib")
@@ -25,11 +28,13 @@ class MaskFeatureBranch(keras.layers.Layer):
         hidden_channels: width of the per-level blocks (128 in the paper).
         out_channels: E (256 in the paper).
         groups: GroupNorm groups.
+        remat: checkpoint each level's path and the fusion in training calls.
     """
 
-    def __init__(self, hidden_channels=128, out_channels=256, groups=32, **kwargs):
+    def __init__(self, hidden_channels=128, out_channels=256, groups=32, remat=False, **kwargs):
         super().__init__(**kwargs)
         self.hidden_channels, self.out_channels, self.groups = hidden_channels, out_channels, groups
+        self.remat = remat
         normal = keras.initializers.RandomNormal(stddev=0.01)
 
         def block(name):
@@ -52,9 +57,7 @@ class MaskFeatureBranch(keras.layers.Layer):
         ], name="fuse")
 
     def call(self, features, training=None):
-        total = None
-        for k in range(4):
-            x = features[k]
+        def level_path(x, k):
             if k == 3:
                 x = ops.concatenate([x, coordinate_channels(x)], axis=-1)
             for i in range(max(k, 1)):
@@ -62,9 +65,20 @@ class MaskFeatureBranch(keras.layers.Layer):
                 x = block(x, training=training)
                 if k > 0:  # 2x bilinear up, to the next finer level's exact size; ends on P2's
                     x = resize_like(x, features[k - 1 - i], method="bilinear")
+            return x
+
+        def fuse(total):
+            return self.fuse(total, training=training)
+
+        if use_remat(self.remat, training, self.fuse):
+            paths = [x for (x,) in checkpointed_in_turn(lambda k, x: (level_path(x, k),))(*features[:4])]
+            return checkpointed(fuse)(paths[0] + paths[1] + paths[2] + paths[3])
+        total = None
+        for k in range(4):
+            x = level_path(features[k], k)
             total = x if total is None else total + x
-        return self.fuse(total, training=training)
+        return fuse(total)
 
     def get_config(self):
         return {**super().get_config(), "hidden_channels": self.hidden_channels, "out_channels": self.out_channels,
-                "groups": self.groups}
+                "groups": self.groups, "remat": self.remat}

@@ -20,6 +20,7 @@ from keras import ops
 
 from solo_lib.config import SOLOConfig
 from solo_lib.losses import solo_losses
+from solo_lib.memory import one_update_at_a_time
 from solo_lib.model.backbone import Backbone
 from solo_lib.model.fpn import FPN, resize_like
 from solo_lib.model.head import SOLOv2Head
@@ -88,12 +89,12 @@ class SOLOv2(keras.Model):
         self.config = config if isinstance(config, SOLOConfig) else SOLOConfig.from_dict(config)
         c = self.config
         self.backbone = Backbone(c.backbone, c.backbone_weights, c.freeze_backbone, groups=c.norm_groups,
-                                 name="backbone")
-        self.fpn = FPN(c.fpn_channels, with_p6=c.num_levels == 5, name="fpn")
+                                 remat=c.remat, name="backbone")
+        self.fpn = FPN(c.fpn_channels, with_p6=c.num_levels == 5, remat=c.remat, name="fpn")
         self.head = SOLOv2Head(c.num_classes, c.grid_sizes, c.head_convs, c.head_channels, c.mask_channels,
-                               c.norm_groups, c.prior_prob, name="head")
+                               c.norm_groups, c.prior_prob, remat=c.remat, name="head")
         self.mask_branch = MaskFeatureBranch(c.mask_feature_channels, c.mask_channels, c.norm_groups,
-                                             name="mask_feature")
+                                             remat=c.remat, name="mask_feature")
         # Saved with the weights, so a checkpoint knows how far training got (see solo_lib.train).
         self.epochs_done = self.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False,
                                            name="epochs_done")
@@ -101,7 +102,7 @@ class SOLOv2(keras.Model):
 
     def call(self, images, training=None):
         x = normalize_images(images, self.config.normalization)
-        pyramid = self.fpn(self.backbone(x, training=training))
+        pyramid = self.fpn(self.backbone(x, training=training), training=training)
         outputs = self.head(head_inputs(pyramid, self.config.num_levels), training=training)
         outputs["mask_feature"] = self.mask_branch(pyramid[:4], training=training)
         return outputs
@@ -122,7 +123,14 @@ class SOLOv2(keras.Model):
             losses = solo_losses(self(images, training=True), targets, self.config)
             scaled = losses["total"] / tf.distribute.get_strategy().num_replicas_in_sync
         grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        if self.config.remat:
+            # Less memory, same values (solo_lib.memory): the update starts once every gradient
+            # exists, and updates one weight at a time.
+            with tf.control_dependencies([tf.group([g for g in grads if g is not None])]):
+                with one_update_at_a_time(self.optimizer):
+                    self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        else:
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         for name, key in (("loss", "total"), ("category_loss", "category"), ("mask_loss", "mask")):
             self.trackers[name].update_state(losses[key])
         return {name: tracker.result() for name, tracker in self.trackers.items()}
