@@ -46,7 +46,7 @@ import time
 
 from bench import setups
 from bench.common import Result, apply_env_defaults, error_result, run_worker, worker_reply
-from bench.xplane import op_events, read_xspace, summarize
+from bench.xplane import layer_parts, op_events, read_xspace, summarize
 
 CASES = ("tiny", "paper", "paper_remat")
 TOP_OPS = 12
@@ -86,7 +86,7 @@ def worker(case: str, warmup: int, steps: int, quick: bool) -> dict:
             tf.profiler.experimental.stop()
         events = op_events(read_xspace(logdir))
 
-    summary = summarize(events, steps, model.name, model.optimizer.name)
+    summary = summarize(events, steps, model.name, model.optimizer.name, layer_parts(model))
     flops = efficiency.count_flops(model, batch)
     peak = efficiency.matmul_peak(quick)
     # Convolutions as run (with remat, replayed ones too: kernel speed); the step as useful work.

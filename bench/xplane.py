@@ -146,13 +146,35 @@ def _base(part: str) -> str:
     return re.sub(r"_\d+$", "", part)
 
 
-def scope_of(op_name: str, model_scope: str, optimizer_scope: str) -> tuple[str, str]:
+def layer_parts(model, parts=("backbone", "fpn", "head", "mask_branch")) -> dict[str, str]:
+    """``{layer name: part name}`` for every layer nested in the model's parts (and the backbone's
+    checkpoint pieces), for :func:`scope_of`. With ``SOLOConfig.remat`` the backward pass replays
+    pieces inside gradient functions, whose ops are named after the innermost layers only
+    (``gradient_tape/p2_block0_1/p2_block0_conv_1/convolution``), not after the model and part.
+    Names found in two parts are left out."""
+    found: dict[str, set[str]] = {}
+    for attribute in parts:
+        part = getattr(model, attribute, None)
+        if part is None:
+            continue
+        layers = list(part._flatten_layers(include_self=False, recursive=True))
+        segments = getattr(part, "segments", None)
+        layers += list(segments.models) if segments is not None else []
+        for layer in layers:
+            found.setdefault(layer.name, set()).add(part.name)
+    return {name: owners.pop() for name, owners in found.items() if len(owners) == 1}
+
+
+def scope_of(op_name: str, model_scope: str, optimizer_scope: str,
+             layers: dict[str, str] | None = None) -> tuple[str, str]:
     """``(part, direction)`` of an op from its name.
 
     Args:
         op_name: e.g. ``"gradient_tape/sol_ov2_1/head_1/kernel_out_5/convolution/Conv2DBackpropInput"``.
         model_scope: the model's name scope (``model.name``, e.g. ``"sol_ov2"``).
         optimizer_scope: the optimizer's (``model.optimizer.name``, compared case-insensitively).
+        layers: :func:`layer_parts` of the model: the part of an op whose outer scope is one of its
+            layers rather than the model (the replays of a checkpointed step).
 
     Returns:
         part: ``"optimizer"``, the model's sub-layer (``"backbone"``, ``"fpn"``, ``"head"``,
@@ -168,6 +190,8 @@ def scope_of(op_name: str, model_scope: str, optimizer_scope: str) -> tuple[str,
         return "optimizer", "update"
     if _base(parts[0]) == model_scope:
         return (_base(parts[1]) if len(parts) > 2 else "model (other)"), direction
+    if layers and len(parts) > 1 and _base(parts[0]) in layers:
+        return layers[_base(parts[0])], direction
     return "loss & top level", direction
 
 
@@ -194,13 +218,14 @@ def category_of(op_type: str, part: str = "") -> str:
     return "other"
 
 
-def summarize(events, steps: int, model_scope: str = "", optimizer_scope: str = "") -> dict:
+def summarize(events, steps: int, model_scope: str = "", optimizer_scope: str = "",
+              layers: dict[str, str] | None = None) -> dict:
     """Op time per step by category, op type and model part.
 
     Args:
         events: :func:`op_events` of a trace of ``steps`` steps.
         steps: how many steps the trace holds (totals are divided by it).
-        model_scope, optimizer_scope: see :func:`scope_of`.
+        model_scope, optimizer_scope, layers: see :func:`scope_of`.
 
     Returns:
         a dict: ``op_s_per_step`` (summed exclusive op time per step), ``busy_s_per_step``,
@@ -213,7 +238,7 @@ def summarize(events, steps: int, model_scope: str = "", optimizer_scope: str = 
     by_category = dict.fromkeys(CATEGORIES, 0)
     by_type, counts, parts = collections.Counter(), collections.Counter(), {}
     for name, op_type, _, _, exclusive in events:
-        part, direction = scope_of(name, model_scope, optimizer_scope)
+        part, direction = scope_of(name, model_scope, optimizer_scope, layers)
         category = category_of(op_type, part)
         by_category[category] += exclusive
         by_type[op_type] += exclusive

@@ -122,6 +122,24 @@ def test_profile_categories_and_scopes():
     assert scope_of("einsum/Einsum", "sol_ov2", "SGD") == ("loss & top level", "forward")
 
 
+def test_profile_scopes_of_checkpointed_replays():
+    from bench.xplane import layer_parts, scope_of
+    from solo_lib.config import SOLOConfig
+    from solo_lib.model.solov2 import build_model
+
+    model = build_model(SOLOConfig.tiny(4, remat=True), (64, 64))
+    layers = layer_parts(model)
+    # Op names seen in a traced checkpointed tiny step: replays are named after inner layers only.
+    seen = {"gradient_tape/p2_block0_1/p2_block0_conv_1/convolution": "mask_feature",
+            "gradient_tape/tiny_c2_c5_upto_stage0_relu1_1/stage0_gn0_1/moments": "backbone",
+            "gradient_tape/output_p2_1/convolution/Conv2DBackpropFilter": "fpn",
+            "gradient_tape/kernel_tower_5/kernel_tower_conv0_1/convolution": "head"}
+    for name, part in seen.items():
+        assert scope_of(name, model.name, "SGD", layers) == (part, "backward")
+        assert scope_of(name, model.name, "SGD") == ("loss & top level", "backward")  # without the map
+    assert scope_of("gradient_tape/einsum/Einsum", model.name, "SGD", layers) == ("loss & top level", "backward")
+
+
 def test_profile_nested_op_events_are_counted_once():
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
