@@ -128,7 +128,7 @@ def recording_layer_flops(records: list):
 @contextlib.contextmanager
 def without_remat(model):
     """While active, the model's parts (backbone, FPN, head, mask branch) do not checkpoint."""
-    parts = [layer for layer in (model.backbone, model.fpn, model.head, model.mask_branch) if layer.remat]
+    parts = [layer for layer in model.parts if layer.remat]
     try:
         for layer in parts:
             layer.remat = False

@@ -146,17 +146,14 @@ def _base(part: str) -> str:
     return re.sub(r"_\d+$", "", part)
 
 
-def layer_parts(model, parts=("backbone", "fpn", "head", "mask_branch")) -> dict[str, str]:
-    """``{layer name: part name}`` for every layer nested in the model's parts (and the backbone's
-    checkpoint pieces), for :func:`scope_of`. With ``SOLOConfig.remat`` the backward pass replays
+def layer_parts(model) -> dict[str, str]:
+    """``{layer name: part name}`` for every layer nested in the model's parts (``SOLOv2.parts``,
+    and the backbone's checkpoint pieces), for :func:`scope_of`. With ``SOLOConfig.remat`` the backward pass replays
     pieces inside gradient functions, whose ops are named after the innermost layers only
     (``gradient_tape/p2_block0_1/p2_block0_conv_1/convolution``), not after the model and part.
     Names found in two parts are left out."""
     found: dict[str, set[str]] = {}
-    for attribute in parts:
-        part = getattr(model, attribute, None)
-        if part is None:
-            continue
+    for part in model.parts:
         layers = list(part._flatten_layers(include_self=False, recursive=True))
         segments = getattr(part, "segments", None)
         layers += list(segments.models) if segments is not None else []

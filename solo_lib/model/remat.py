@@ -215,7 +215,6 @@ class Segments:
     so that neither Keras saving nor ``tf.train.Checkpoint`` sees the same weights twice.
     """
 
-    names: tuple[str, ...]
     models: tuple[keras.Model, ...]
 
     @classmethod
@@ -227,4 +226,4 @@ class Segments:
             end = model.get_layer(name).output
             pieces.append(keras.Model(start, end, name=f"{model.name}_upto_{name}"))
             start = end
-        return cls(tuple(boundaries), tuple(pieces))
+        return cls(tuple(pieces))

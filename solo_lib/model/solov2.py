@@ -100,6 +100,11 @@ class SOLOv2(keras.Model):
                                            name="epochs_done")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "category_loss", "mask_loss")}
 
+    @property
+    def parts(self) -> tuple[keras.layers.Layer, ...]:
+        """The four sub-networks: backbone, FPN, head and mask feature branch."""
+        return self.backbone, self.fpn, self.head, self.mask_branch
+
     def call(self, images, training=None):
         x = normalize_images(images, self.config.normalization)
         pyramid = self.fpn(self.backbone(x, training=training), training=training)
