@@ -19,6 +19,7 @@ import os
 
 import keras
 
+from solo_lib.model.norm import GroupNormalization
 from solo_lib.model.remat import Segments, checkpointed_chain, use_remat
 
 RESNET50_TAPS = ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out")
@@ -57,7 +58,7 @@ def _tiny_features(groups: int) -> keras.Model:
         for block, stride in enumerate((2, 2) if stage == 0 else (2, 1)):
             x = keras.layers.Conv2D(channels, 3, strides=stride, padding="same", use_bias=False,
                                     name=f"stage{stage}_conv{block}")(x)
-            x = keras.layers.GroupNormalization(groups, name=f"stage{stage}_gn{block}")(x)
+            x = GroupNormalization(groups, name=f"stage{stage}_gn{block}")(x)
             x = keras.layers.ReLU(name=f"stage{stage}_relu{block}")(x)
         outputs.append(x)
     return keras.Model(inputs, outputs, name="tiny_c2_c5")

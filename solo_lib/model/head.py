@@ -28,6 +28,7 @@ import math
 import keras
 from keras import ops
 
+from solo_lib.model.norm import GroupNormalization
 from solo_lib.model.remat import checkpointed_in_turn, use_remat
 
 
@@ -55,7 +56,7 @@ def conv_gn_relu_tower(num_convs, channels, groups, name):
         layers += [
             keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"{name}_conv{i}",
                                 kernel_initializer=keras.initializers.RandomNormal(stddev=0.01)),
-            keras.layers.GroupNormalization(groups, name=f"{name}_gn{i}"),
+            GroupNormalization(groups, name=f"{name}_gn{i}"),
             keras.layers.ReLU(name=f"{name}_relu{i}"),
         ]
     return keras.Sequential(layers, name=name)

@@ -1,0 +1,107 @@
+"""solo_lib.model.norm: GroupNormalization with a hand-written gradient, against Keras' layer."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from solo_lib.model.norm import GroupNormalization
+
+
+def pair(channels, groups, seed=0):
+    """Our layer and Keras' with the same (non-trivial) gamma and beta."""
+    rng = np.random.default_rng(seed)
+    ours, reference = GroupNormalization(groups), keras.layers.GroupNormalization(groups)
+    for layer in (ours, reference):
+        layer.build((None, None, None, channels))
+    gamma, beta = rng.normal(1.0, 0.5, channels), rng.normal(0.0, 1.0, channels)
+    for layer in (ours, reference):
+        layer.set_weights([gamma.astype("float32"), beta.astype("float32")])
+    return ours, reference
+
+
+def forward_and_gradients(layer, x, upstream):
+    """``layer(x)`` and the gradients of ``sum(layer(x) * upstream)`` w.r.t. x, gamma and beta."""
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(y * upstream)
+    dx, dgamma, dbeta = tape.gradient(loss, [x, layer.gamma.value, layer.beta.value])
+    return [t.numpy() for t in (y, dx, dgamma, dbeta)]
+
+
+@pytest.mark.parametrize("shape, groups, offset", [
+    ((2, 16, 16, 32), 16, 0.0),   # two channels per group, as in the tiny preset
+    ((3, 9, 13, 24), 4, 0.0),     # odd, non-square image, batch of 3
+    ((1, 8, 8, 12), 12, 0.0),     # one channel per group (instance-norm-like)
+    ((2, 7, 5, 8), 1, 0.0),       # one group (layer-norm-like)
+    ((2, 16, 16, 32), 8, 300.0),  # a mean far from 0: the variance is computed around the mean
+])
+def test_matches_keras_group_normalization(shape, groups, offset):
+    rng = np.random.default_rng(1)
+    x = (rng.normal(0.0, 2.0, shape) + offset + rng.normal(0.0, 1.0, shape[-1])).astype("float32")
+    upstream = rng.normal(0.0, 1.0, shape).astype("float32")
+    ours, reference = pair(shape[-1], groups)
+    got = forward_and_gradients(ours, x, upstream)
+    want = forward_and_gradients(reference, x, upstream)
+    for name, a, b in zip(("y", "dx", "dgamma", "dbeta"), got, want):
+        scale = np.abs(b).max()
+        assert np.abs(a - b).max() <= 2e-4 * scale, f"{name} differs"
+
+
+def test_matches_inside_a_tf_function_with_unknown_image_size():
+    ours, reference = pair(32, 16)
+    rng = np.random.default_rng(2)
+    x = rng.normal(0.0, 1.0, (2, 12, 20, 32)).astype("float32")
+    upstream = rng.normal(0.0, 1.0, x.shape).astype("float32")
+    spec = tf.TensorSpec((None, None, None, 32), tf.float32)
+
+    def compiled(layer):
+        return tf.function(lambda x: forward_and_gradients_graph(layer, x, upstream), input_signature=[spec])
+
+    for a, b in zip(compiled(ours)(x), compiled(reference)(x)):
+        assert np.abs(a.numpy() - b.numpy()).max() <= 2e-4 * np.abs(b.numpy()).max()
+
+
+def forward_and_gradients_graph(layer, x, upstream):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(y * upstream)
+    return [y] + tape.gradient(loss, [x, layer.gamma.value, layer.beta.value])
+
+
+def test_weights_saved_from_keras_layer_load_into_ours(tmp_path):
+    """Same class name, same weight paths: a model built with Keras' layer loads into ours."""
+    def model(norm):
+        inputs = keras.Input((8, 8, 3))
+        x = keras.layers.Conv2D(16, 3, padding="same", name="conv")(inputs)
+        return keras.Model(inputs, norm(4, name="gn")(x))
+
+    keras.utils.set_random_seed(0)
+    theirs = model(keras.layers.GroupNormalization)
+    theirs.get_layer("gn").set_weights([np.linspace(0.5, 2, 16, dtype="float32"), np.ones(16, "float32")])
+    theirs.save_weights(tmp_path / "w.weights.h5")
+    ours = model(GroupNormalization)
+    ours.load_weights(tmp_path / "w.weights.h5")
+    x = np.random.default_rng(3).normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(ours(x).numpy(), theirs(x).numpy(), atol=1e-5)
+
+
+def test_saves_and_loads_as_a_keras_file(tmp_path):
+    inputs = keras.Input((None, None, 8))
+    model = keras.Model(inputs, GroupNormalization(2, epsilon=1e-5, name="gn")(inputs))
+    model.get_layer("gn").set_weights([np.arange(1, 9, dtype="float32"), np.zeros(8, "float32")])
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    layer = loaded.get_layer("gn")
+    assert type(layer) is GroupNormalization and layer.groups == 2 and layer.epsilon == 1e-5
+    x = np.random.default_rng(4).normal(size=(1, 5, 6, 8)).astype("float32")
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), atol=1e-6)
+
+
+def test_half_precision_input_uses_keras_computation():
+    ours, reference = pair(16, 4)
+    x = np.random.default_rng(5).normal(size=(2, 6, 6, 16)).astype("float16")
+    np.testing.assert_allclose(ours(x).numpy(), reference(x).numpy(), atol=1e-3)
