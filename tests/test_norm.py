@@ -105,3 +105,24 @@ def test_half_precision_input_uses_keras_computation():
     ours, reference = pair(16, 4)
     x = np.random.default_rng(5).normal(size=(2, 6, 6, 16)).astype("float16")
     np.testing.assert_allclose(ours(x).numpy(), reference(x).numpy(), atol=1e-3)
+
+
+def test_closed_form_gradient_off_is_keras_computation_and_round_trips():
+    ours, reference = pair(16, 4)
+    off = GroupNormalization.from_config({**ours.get_config(), "closed_form_gradient": False})
+    off.build((None, None, None, 16))
+    off.set_weights(reference.get_weights())
+    x = np.random.default_rng(6).normal(size=(2, 6, 6, 16)).astype("float32")
+    np.testing.assert_array_equal(off(x).numpy(), reference(x).numpy())
+    assert ours.get_config()["closed_form_gradient"] and not off.get_config()["closed_form_gradient"]
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_model_uses_the_closed_form_gradient_unless_checkpointing(remat):
+    from solo_lib.config import SOLOConfig
+    from solo_lib.model.solov2 import build_model
+
+    model = build_model(SOLOConfig.tiny(4, remat=remat), (64, 64))
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.GroupNormalization)]
+    assert len(norms) == 20 and all(type(layer) is GroupNormalization for layer in norms)
+    assert all(layer.closed_form_gradient is (not remat) for layer in norms)

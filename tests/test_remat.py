@@ -168,8 +168,10 @@ def test_compiled_train_function_trains_like_the_plain_one(sample_batch):
         model.make_train_function()
     losses = {id(m): [float(m.train_function([sample_batch])["loss"]) for _ in range(2)] for m in (plain, remat)}
     np.testing.assert_allclose(losses[id(remat)], losses[id(plain)], rtol=1e-4)
+    # atol 1e-5: the plain model's GroupNorm has the closed-form gradient, the checkpointed one
+    # Keras' (solo_lib.model.norm); after two steps they differ by float32 rounding (~4e-6 at most).
     for a, b in zip(remat.weights, plain.weights):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_remat_model_saves_loads_and_predicts_like_a_plain_one(tmp_path):
@@ -180,9 +182,10 @@ def test_remat_model_saves_loads_and_predicts_like_a_plain_one(tmp_path):
     assert isinstance(loaded, SOLOv2) and loaded.config.remat and loaded.config == TINY.replace(remat=True)
     assert len(loaded.weights) == len(plain.weights)  # no weight saved twice by the checkpoint pieces
     x = np.random.default_rng(2).uniform(0, 255, (1, 64, 96, 3)).astype(np.float32)
+    # atol 1e-5: GroupNorm computes in a different order with remat (solo_lib.model.norm).
     for model in (remat, loaded):
         for key, value in plain(x).items():
-            np.testing.assert_allclose(model(x)[key].numpy(), value.numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(model(x)[key].numpy(), value.numpy(), rtol=1e-5, atol=1e-5)
     # The weights are those of the plain model: they load into one.
     remat.save_weights(tmp_path / "remat.weights.h5")
     other = build_model(TINY, (64, 64))

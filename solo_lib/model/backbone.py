@@ -49,7 +49,7 @@ def _resnet50_features(weights: str | None) -> keras.Model:
     return keras.Model(base.input, [base.get_layer(name).output for name in RESNET50_TAPS], name="resnet50_c2_c5")
 
 
-def _tiny_features(groups: int) -> keras.Model:
+def _tiny_features(groups: int, closed_form_gradient: bool = True) -> keras.Model:
     """The tiny backbone as a functional model returning ``[C2, C3, C4, C5]``."""
     inputs = keras.Input((None, None, 3))
     x, outputs = inputs, []
@@ -58,7 +58,7 @@ def _tiny_features(groups: int) -> keras.Model:
         for block, stride in enumerate((2, 2) if stage == 0 else (2, 1)):
             x = keras.layers.Conv2D(channels, 3, strides=stride, padding="same", use_bias=False,
                                     name=f"stage{stage}_conv{block}")(x)
-            x = GroupNormalization(groups, name=f"stage{stage}_gn{block}")(x)
+            x = GroupNormalization(groups, closed_form_gradient=closed_form_gradient, name=f"stage{stage}_gn{block}")(x)
             x = keras.layers.ReLU(name=f"stage{stage}_relu{block}")(x)
         outputs.append(x)
     return keras.Model(inputs, outputs, name="tiny_c2_c5")
@@ -90,7 +90,7 @@ class Backbone(keras.layers.Layer):
         elif kind == "tiny":
             if weights is not None:
                 raise ValueError("the tiny backbone has no pretrained weights; use weights=None")
-            self.features = _tiny_features(groups)
+            self.features = _tiny_features(groups, closed_form_gradient=not remat)
             taps, boundaries = TINY_TAPS, tuple((name,) for name in TINY_TAPS)
         else:
             raise ValueError(f"unknown backbone {kind!r}; use 'resnet50' or 'tiny'")

@@ -49,14 +49,14 @@ def coordinate_channels(x):
     return ops.cast(ops.broadcast_to(coords, (shape[0], shape[1], shape[2], 2)), x.dtype)
 
 
-def conv_gn_relu_tower(num_convs, channels, groups, name):
+def conv_gn_relu_tower(num_convs, channels, groups, name, closed_form_gradient=True):
     """``num_convs`` x (3x3 conv without bias -> GroupNorm -> ReLU), weights ~ N(0, 0.01)."""
     layers = []
     for i in range(num_convs):
         layers += [
             keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"{name}_conv{i}",
                                 kernel_initializer=keras.initializers.RandomNormal(stddev=0.01)),
-            GroupNormalization(groups, name=f"{name}_gn{i}"),
+            GroupNormalization(groups, closed_form_gradient=closed_form_gradient, name=f"{name}_gn{i}"),
             keras.layers.ReLU(name=f"{name}_relu{i}"),
         ]
     return keras.Sequential(layers, name=name)
@@ -89,8 +89,8 @@ class SOLOv2Head(keras.layers.Layer):
         self.head_convs, self.channels, self.kernel_channels = head_convs, channels, kernel_channels
         self.groups, self.prior_prob = groups, prior_prob
         normal = keras.initializers.RandomNormal(stddev=0.01)
-        self.kernel_tower = conv_gn_relu_tower(head_convs, channels, groups, "kernel_tower")
-        self.category_tower = conv_gn_relu_tower(head_convs, channels, groups, "category_tower")
+        self.kernel_tower = conv_gn_relu_tower(head_convs, channels, groups, "kernel_tower", not remat)
+        self.category_tower = conv_gn_relu_tower(head_convs, channels, groups, "category_tower", not remat)
         self.kernel_out = keras.layers.Conv2D(kernel_channels, 3, padding="same", kernel_initializer=normal,
                                               name="kernel_out")
         # RetinaNet prior (Lin et al. 2017, §4.1): sigmoid(b) = p, so b = -log((1 - p) / p) = -log(99).

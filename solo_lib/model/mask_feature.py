@@ -42,7 +42,7 @@ class MaskFeatureBranch(keras.layers.Layer):
             return keras.Sequential([
                 keras.layers.Conv2D(hidden_channels, 3, padding="same", use_bias=False, kernel_initializer=normal,
                                     name=f"{name}_conv"),
-                GroupNormalization(groups, name=f"{name}_gn"),
+                GroupNormalization(groups, closed_form_gradient=not remat, name=f"{name}_gn"),
                 keras.layers.ReLU(name=f"{name}_relu"),
             ], name=name)
 
@@ -53,7 +53,7 @@ class MaskFeatureBranch(keras.layers.Layer):
                 setattr(self, f"p{k + 2}_block{i}", block(f"p{k + 2}_block{i}"))
         self.fuse = keras.Sequential([
             keras.layers.Conv2D(out_channels, 1, use_bias=False, kernel_initializer=normal, name="fuse_conv"),
-            GroupNormalization(groups, name="fuse_gn"),
+            GroupNormalization(groups, closed_form_gradient=not remat, name="fuse_gn"),
             keras.layers.ReLU(name="fuse_relu"),
         ], name="fuse")
 
