@@ -89,8 +89,10 @@ class SOLOv2Head(keras.layers.Layer):
         self.head_convs, self.channels, self.kernel_channels = head_convs, channels, kernel_channels
         self.groups, self.prior_prob = groups, prior_prob
         normal = keras.initializers.RandomNormal(stddev=0.01)
-        self.kernel_tower = conv_gn_relu_tower(head_convs, channels, groups, "kernel_tower", not remat)
-        self.category_tower = conv_gn_relu_tower(head_convs, channels, groups, "category_tower", not remat)
+        self.kernel_tower = conv_gn_relu_tower(head_convs, channels, groups, "kernel_tower",
+                                               closed_form_gradient=not remat)
+        self.category_tower = conv_gn_relu_tower(head_convs, channels, groups, "category_tower",
+                                                 closed_form_gradient=not remat)
         self.kernel_out = keras.layers.Conv2D(kernel_channels, 3, padding="same", kernel_initializer=normal,
                                               name="kernel_out")
         # RetinaNet prior (Lin et al. 2017, §4.1): sigmoid(b) = p, so b = -log((1 - p) / p) = -log(99).

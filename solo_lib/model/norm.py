@@ -96,8 +96,9 @@ def _group_norm(x, gamma, beta, groups, epsilon):
         variance = group_sum(tf.reduce_sum(tf.math.squared_difference(x, pixels(mean_c)), axis=(1, 2))) / count
         inv_std = tf.math.rsqrt(variance + epsilon)  # (B, G)
         inv_std_c = spread(inv_std)
-        scale = pixels(inv_std_c * gamma)  # a = gamma / sigma
-        y = x * scale + pixels(beta - mean_c * inv_std_c * gamma)
+        scale_c = inv_std_c * gamma  # a = gamma / sigma, (B, C)
+        scale = pixels(scale_c)
+        y = x * scale + pixels(beta - mean_c * scale_c)
 
         def backward(dy):
             sum_dy = tf.reduce_sum(dy, axis=(1, 2))  # (B, C)
