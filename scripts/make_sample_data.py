@@ -101,6 +101,27 @@ VAL_SPECS = (
     SceneSpec("val_005", 256, 192, 205, 0),  # no objects at all: the pipeline must cope
 )
 
+IMAGE_SIZES = ((256, 256), (256, 192), (192, 256), (240, 176), (224, 224), (176, 240), (256, 160), (192, 192), (240, 240))
+# Scenes of the pretraining set (scripts/pretrain_shapes.py): kinds of image, drawn with equal odds,
+# as (fewest, most objects + 1, smallest, largest size in px): a few large objects, a handful of
+# medium ones, a crowd of small ones, several small ones.
+PRETRAINING_KINDS = ((2, 5, 30, 130), (3, 7, 10, 70), (12, 22, 6, 45), (4, 9, 6, 40))
+PRETRAINING_FIRST_SEED = 1000  # the sample's seeds are 100-111 and 200-205: no scene can repeat
+
+
+def pretraining_specs(count: int, first_seed: int = PRETRAINING_FIRST_SEED) -> tuple[SceneSpec, ...]:
+    """Random scenes for the shapes pretraining set: ``shapes_000`` ... with seeds ``first_seed``
+    onwards, disjoint from the sample dataset's. Same classes, looks and size mix as the sample
+    images, but none of them: the model pretrained on these has never seen a sample image."""
+    rng = np.random.default_rng(first_seed)
+    specs = []
+    for i in range(count):
+        width, height = IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
+        low, high, min_size, max_size = PRETRAINING_KINDS[int(rng.integers(len(PRETRAINING_KINDS)))]
+        specs.append(SceneSpec(f"shapes_{i:03d}", width, height, first_seed + i, int(rng.integers(low, high)),
+                               min_size, max_size))
+    return tuple(specs)
+
 
 @dataclasses.dataclass
 class Scene:
@@ -409,6 +430,17 @@ def write_image(spec: SceneSpec, folder: Path) -> None:
     (folder / f"{spec.name}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
+def write_split(specs, folder: Path, coco_file: Path) -> None:
+    """Writes the LabelMe files of ``specs`` into ``folder`` and their COCO conversion to ``coco_file``."""
+    folder.mkdir(parents=True)
+    for spec in specs:
+        write_image(spec, folder)
+    labels_txt = folder.parent / "labels.txt"
+    labels_txt.write_text("\n".join(("__ignore__", "_background_") + CLASSES) + "\n", encoding="utf-8")  # LabelMe's format
+    coco_file.parent.mkdir(parents=True, exist_ok=True)
+    write_coco_json(convert_labelme_dir(folder, labels_file=labels_txt), coco_file)
+
+
 def generate(out_dir: str | Path) -> None:
     """Writes the whole dataset: LabelMe files, then their COCO conversion.
 
@@ -421,14 +453,7 @@ def generate(out_dir: str | Path) -> None:
     for generated in (labelme_dir, out_dir / "annotations"):
         shutil.rmtree(generated, ignore_errors=True)
     for split, specs in (("train", TRAIN_SPECS), ("val", VAL_SPECS)):
-        (labelme_dir / split).mkdir(parents=True)
-        for spec in specs:
-            write_image(spec, labelme_dir / split)
-    labels_txt = "\n".join(("__ignore__", "_background_") + CLASSES) + "\n"  # LabelMe's labels-file format
-    (labelme_dir / "labels.txt").write_text(labels_txt, encoding="utf-8")
-    for split in ("train", "val"):
-        coco = convert_labelme_dir(labelme_dir / split, labels_file=labelme_dir / "labels.txt")
-        write_coco_json(coco, out_dir / "annotations" / f"instances_{split}.json")
+        write_split(specs, labelme_dir / split, out_dir / "annotations" / f"instances_{split}.json")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,49 +15,22 @@ the same bytes.
 import json
 import os
 import sys
-import time
 from pathlib import Path
-
-import keras
 
 from solo_lib.config import SOLOConfig
 from solo_lib.data import pipeline
 from solo_lib.data.coco import load_sample_dataset
-from solo_lib.evaluate import evaluate_model
-from solo_lib.inference import predict
 from solo_lib.model.solov2 import build_model
-from solo_lib.train import TrainConfig, train
+from solo_lib.train import MaskAPCurve, TrainConfig, train
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "sample_model"
-
-
-class LearningCurve(keras.callbacks.Callback):
-    """Training-set mask AP every ``every`` epochs; the clock runs only while training."""
-
-    def __init__(self, dataset, every: int, epochs: int, steps_per_epoch: int):
-        super().__init__()
-        self.dataset, self.every, self.epochs, self.steps_per_epoch = dataset, every, epochs, steps_per_epoch
-        self.seconds, self.points = 0.0, []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds += time.perf_counter() - self.started
-        done = epoch + 1
-        if done % self.every == 0 or done == self.epochs:
-            result, _ = evaluate_model(self.model, self.dataset, self.model.config, predict)
-            self.points.append({"epoch": done, "steps": done * self.steps_per_epoch,
-                                "train_seconds": round(self.seconds, 1), "loss": round(float(logs["loss"]), 4),
-                                "mask_ap": round(result.ap, 4), "mask_ap50": round(result.ap50, 4)})
-            print(json.dumps(self.points[-1]), flush=True)
 
 
 def main(epochs: int = 300) -> None:
     dataset = load_sample_dataset("train")
     cfg = TrainConfig.overfit_sample(epochs=epochs)
     steps_per_epoch = pipeline.steps_per_epoch(dataset, cfg.batch_size)
-    curve = LearningCurve(dataset, max(1, epochs // 10), epochs, steps_per_epoch)
+    curve = MaskAPCurve(dataset, max(1, epochs // 10), steps_per_epoch)  # its clock runs only while training
     model, history = train(SOLOConfig.tiny(dataset.num_classes), cfg, dataset, callbacks=[curve], progress=False,
                            log_every=max(1, epochs // 20))
     OUT.mkdir(parents=True, exist_ok=True)

@@ -59,7 +59,7 @@ def _train(args: argparse.Namespace) -> int:
         optimizer=args.optimizer, learning_rate=args.lr if args.lr is not None else defaults.learning_rate,
         warmup_steps=args.warmup_steps, decay_epochs=tuple(args.decay_epochs), checkpoint_every=args.checkpoint_every,
         checkpoint_dir=args.out, load_previous_model=args.resume, model_path=args.model_path, log_dir=args.log_dir,
-        seed=args.seed, jit_compile=args.jit)
+        seed=args.seed, jit_compile=args.jit, pretrained=args.pretrained)
     model, history = train(model_config, cfg, dataset)
     print(f"trained {int(model.epochs_done.numpy())} epoch(s); checkpoints in {args.out}")
     return 0
@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--log-dir", help="TensorBoard log folder")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--jit", action="store_true", help="compile the training step with XLA")
+    train.add_argument("--pretrained", metavar="WEIGHTS_H5",
+                       help="start from these weights, all but the class predictor (tiny preset: "
+                            "data/pretrained/tiny_shapes.weights.h5, pretrained on synthetic shapes)")
     train.set_defaults(run=_train)
 
     predict = commands.add_parser("predict", help="segment one image", description="Segment one image.")

@@ -16,9 +16,11 @@ design: ``TrainConfig(load_previous_model=True, model_path=...)`` (or the newest
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
+import time
 from pathlib import Path
 
 import keras
@@ -29,11 +31,14 @@ from solo_lib.data import augment as aug
 from solo_lib.data import pipeline
 from solo_lib.data.coco import CocoDataset
 from solo_lib.errors import SoloError
+from solo_lib.evaluate import evaluate_model
+from solo_lib.inference import predict
 from solo_lib.memory import ReleaseFreedMemory
 from solo_lib.model.solov2 import SOLOv2, build_model
 from solo_lib.optim import SGDL2, WarmupStepDecay  # noqa: F401  (WarmupStepDecay: re-exported)
 
 CHECKPOINT = re.compile(r"^epoch_(\d{4})\.keras$")
+RESETTABLE = ("category_out", "kernel_out")  # the head's two output layers (solo_lib.model.head)
 
 
 class TrainingError(SoloError, RuntimeError):
@@ -71,6 +76,12 @@ class TrainConfig:
         max_positives: fixed padding of positive pairs per image.
         jit_compile: compile the training step with XLA (best with both fixed paddings set, so
             it is compiled once).
+        pretrained: start from these weights (a ``.weights.h5`` file with its ``.json`` beside it,
+            such as ``data/pretrained/tiny_shapes``; see :func:`load_pretrained`) instead of a
+            random initialisation. Ignored when resuming.
+        pretrained_reset: the head's output layers that keep their fresh initialisation instead:
+            ``"category_out"`` (the class predictor, whose classes are the dataset's own) and/or
+            ``"kernel_out"`` (the mask-kernel predictor).
     """
 
     epochs: int = 12
@@ -97,6 +108,8 @@ class TrainConfig:
     max_instances: int | None = None
     max_positives: int | None = None
     jit_compile: bool = False
+    pretrained: str | None = None
+    pretrained_reset: tuple[str, ...] = ("category_out",)
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adam"):
@@ -105,6 +118,8 @@ class TrainConfig:
             raise ValueError(f"canvas {self.canvas} must be a multiple of 32 in both dimensions")
         if self.epochs < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("epochs, batch_size and checkpoint_every must be >= 1")
+        if not set(self.pretrained_reset) <= set(RESETTABLE):
+            raise ValueError(f"pretrained_reset must name layers among {RESETTABLE}, got {self.pretrained_reset!r}")
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -151,6 +166,81 @@ def load_checkpoint(path: str | os.PathLike) -> SOLOv2:
     learning-rate schedule the saved optimizer refers to.
     """
     return keras.saving.load_model(path, safe_mode=True)
+
+
+def pretrained_info(path: str | os.PathLike) -> dict:
+    """The JSON written beside pretrained weights ``NAME.weights.h5`` (``NAME.json``): the
+    ``SOLOConfig`` of the model that made them (key ``config``) and how it was trained."""
+    path = Path(path)
+    info_path = path.with_name(path.name.removesuffix(".weights.h5") + ".json")
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights {path} not found")
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{info_path} is missing: pretrained weights need the JSON of the model that made "
+                                f"them beside them (scripts/pretrain_shapes.py writes both)")
+    return json.loads(info_path.read_text())
+
+
+def load_pretrained(model: SOLOv2, path: str | os.PathLike, reset: tuple[str, ...] = ("category_out",)) -> int:
+    """Copies pretrained weights into ``model``, except those of the head layers in ``reset``.
+
+    Fine-tuning a detector on new data usually works this way (Detectron's and mmdetection's
+    ``load_from``): everything is loaded, and the class predictor is re-initialised because its
+    classes are the new dataset's. That is also why the pretrained model may have a different
+    ``num_classes`` when ``"category_out"`` is reset; every other weight must have the same shape.
+
+    Args:
+        model: a built model (``build_model``).
+        path: ``NAME.weights.h5``, with ``NAME.json`` beside it (:func:`pretrained_info`).
+        reset: names among ``RESETTABLE`` whose weights stay as initialised.
+
+    Returns:
+        How many weight tensors were copied.
+
+    Raises:
+        FileNotFoundError: the weights or their JSON are missing.
+        ValueError: a weight's shape differs (the architectures differ), named with both shapes.
+    """
+    path = Path(path)
+    config = SOLOConfig.from_dict(pretrained_info(path)["config"])
+    skipped = [w for name in reset for w in getattr(model.head, name).weights]
+    skipped.append(model.epochs_done)  # the epoch counter belongs to the run, not to the weights
+    if config.num_classes == model.config.num_classes:
+        # Same classes: load into the model itself and put the reset weights back (no second model to build).
+        kept = [np.array(w) for w in skipped]
+        try:
+            model.load_weights(path)
+        except ValueError as error:
+            raise ValueError(f"{path} does not fit this model; pretrained weights need the same architecture "
+                             f"(they were made for {_architecture(config)}, this model is "
+                             f"{_architecture(model.config)}): {error}") from None
+        for w, value in zip(skipped, kept):
+            w.assign(value)
+        return len(model.weights) - len(skipped)
+    # Other classes: load a model of the pretrained classes and copy all but the reset weights.
+    donor = build_model(config, (64, 64))  # any image size makes the same weights
+    donor.load_weights(path)
+    skipped_ids = {id(w) for w in skipped}
+    copied = 0
+    for own, theirs in zip(model.weights, donor.weights, strict=True):
+        if id(own) in skipped_ids:
+            continue
+        if tuple(own.shape) != tuple(theirs.shape):
+            raise ValueError(f"{path}: weight {theirs.path} has shape {tuple(theirs.shape)}, but this model's "
+                             f"{own.path} has {tuple(own.shape)}; pretrained weights need the same architecture"
+                             + ("" if "category_out" in reset or "category_out" not in own.path else
+                                f" (they have {config.num_classes} classes, this model {model.config.num_classes}: "
+                                "reset 'category_out')"))
+        own.assign(theirs)
+        copied += 1
+    return copied
+
+
+def _architecture(config: SOLOConfig) -> str:
+    """The fields that shape a model's weights, in words."""
+    fields = ("backbone", "fpn_channels", "num_levels", "head_convs", "head_channels", "norm_groups",
+              "mask_feature_channels", "mask_channels")
+    return ", ".join(f"{name}={getattr(config, name)}" for name in fields)
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
@@ -237,6 +327,46 @@ class EpochLog(keras.callbacks.Callback):
                   f"(category {logs['category_loss']:.3f}, mask {logs['mask_loss']:.3f})", flush=True)
 
 
+class MaskAPCurve(keras.callbacks.Callback):
+    """COCO mask AP on ``dataset`` every ``every`` epochs, for learning curves and for training
+    "until it has memorised": ``stop_at`` ends training at the first measurement with AP50 at
+    least that. Evaluation time is not counted in ``train_seconds``.
+
+    Attributes:
+        points: one dict per measurement: ``epoch``, ``steps``, ``train_seconds``, ``loss``,
+            ``mask_ap``, ``mask_ap50``.
+        reached: the first point that met ``stop_at``, or None.
+    """
+
+    def __init__(self, dataset: CocoDataset, every: int, steps_per_epoch: int, *, stop_at: float | None = None,
+                 verbose: bool = True):
+        super().__init__()
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.dataset, self.every, self.steps_per_epoch = dataset, every, steps_per_epoch
+        self.stop_at, self.verbose = stop_at, verbose
+        self.seconds, self.points, self.reached = 0.0, [], None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds += time.perf_counter() - self.started
+        if (epoch + 1) % self.every:
+            return
+        result, _ = evaluate_model(self.model, self.dataset, self.model.config, predict)
+        point = {"epoch": epoch + 1, "steps": (epoch + 1) * self.steps_per_epoch,
+                 "train_seconds": round(self.seconds, 1), "loss": round(float(logs["loss"]), 4),
+                 "mask_ap": round(result.ap, 4), "mask_ap50": round(result.ap50, 4)}
+        self.points.append(point)
+        if self.verbose:
+            print(f"epoch {point['epoch']:4d} ({point['steps']} steps): mask AP50 {result.ap50:.3f}, AP {result.ap:.3f}",
+                  flush=True)
+        if self.stop_at is not None and result.ap50 >= self.stop_at:
+            self.reached = point
+            self.model.stop_training = True
+
+
 def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, callbacks=(), log_every: int = 1,
           progress: bool = True):
     """Trains (or resumes training of) a SOLOv2 model.
@@ -274,6 +404,10 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
     else:
         keras.utils.set_random_seed(cfg.seed)
         model = build_model(model_config, cfg.canvas)
+        if cfg.pretrained:
+            copied = load_pretrained(model, cfg.pretrained, cfg.pretrained_reset)
+            reset = ", ".join(cfg.pretrained_reset) or "nothing"
+            print(f"starting from {Path(cfg.pretrained).name}: {copied} weight tensors loaded, reset: {reset}", flush=True)
         model.compile(optimizer=make_optimizer(cfg, steps), jit_compile=cfg.jit_compile)
     source = (pipeline.in_memory_source if cfg.in_memory else pipeline.streaming_source)(dataset)
     data = pipeline.training_dataset(source, model_config, canvas=cfg.canvas, batch_size=cfg.batch_size,

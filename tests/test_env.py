@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+from solo_lib.demo import PRETRAINED_SHAPES
 from solo_lib.env import PACKAGES, Environment, environment_report, installed_version
 
 
@@ -35,9 +36,11 @@ def test_cli_train_predict_evaluate_round_trip(tmp_path):
     ckpt = tmp_path / "ckpt"
     trained = subprocess.run([sys.executable, "-m", "solo_lib", "train", "--epochs", "1", "--steps-per-epoch", "2",
                               "--batch-size", "2", "--canvas", "128", "128", "--optimizer", "adam", "--lr", "0.001",
-                              "--warmup-steps", "1", "--out", str(ckpt)], **env_run)
+                              "--warmup-steps", "1", "--out", str(ckpt), "--pretrained", str(PRETRAINED_SHAPES)],
+                             **env_run)
     assert trained.returncode == 0, trained.stdout + trained.stderr
     assert (ckpt / "epoch_0001.keras").is_file() and "trained 1 epoch(s)" in trained.stdout
+    assert "starting from tiny_shapes.weights.h5: 78 weight tensors loaded, reset: category_out" in trained.stdout
     from solo_lib.data.coco import sample_dataset_paths
 
     image = next(sample_dataset_paths("val")[1].glob("*.jpg"))

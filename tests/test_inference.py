@@ -210,6 +210,34 @@ def test_predict_any_image_size(tiny_model):
         predict(tiny_model, image[..., 0])
 
 
+def test_predict_traces_once_for_every_size_and_follows_the_weights():
+    """predict's compiled forward pass: one trace serves every image size, it gives the eager
+    model's outputs, it sees weight updates, and it does not keep a deleted model alive."""
+    import gc
+    import weakref
+
+    from solo_lib.inference import compiled_forward
+    from solo_lib.model.solov2 import pad_to_multiple
+
+    keras.utils.set_random_seed(1)
+    model = build_model(SOLOConfig.tiny(4), (64, 64))
+    rng = np.random.default_rng(1)
+    for size in ((64, 64), (150, 97), (33, 200)):
+        image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        canvas = pad_to_multiple(tf.convert_to_tensor(image[None], tf.float32), 32)
+        compiled, eager = compiled_forward(model)(canvas), model(canvas, training=False)
+        for key in ("category", "kernel", "mask_feature"):
+            np.testing.assert_allclose(compiled[key], eager[key], atol=1e-4, err_msg=f"{key} at {size}")
+        predict(model, image)
+    assert compiled_forward(model).experimental_get_tracing_count() == 1
+    model.head.category_out.weights[1].assign(np.full(4, 5.0, np.float32))  # every class score near 1
+    assert np.all(tf.sigmoid(compiled_forward(model)(canvas)["category"]).numpy() > 0.9)
+    alive = weakref.ref(model)
+    del model, compiled, eager
+    gc.collect()
+    assert alive() is None
+
+
 def test_draw_predictions_draws_the_instances_above_the_threshold():
     result = run()
     image = np.full((*IMAGE, 3), 128, np.uint8)

@@ -12,15 +12,20 @@ output convs (M2-M5 -> P2-P6), so the backward pass keeps only C2-C5 and M2-M5.
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from solo_lib.model.remat import checkpointed, use_remat
 
 
 def resize_like(x, reference, method="nearest"):
-    """Resizes ``(B, h, w, C)`` to the spatial size of ``reference`` ``(B, H, W, *)``."""
-    size = ops.shape(reference)[1:3]
-    return ops.image.resize(x, (size[0], size[1]), interpolation=method)
+    """Resizes ``(B, h, w, C)`` to the spatial size of ``reference`` ``(B, H, W, *)``.
+
+    ``tf.image.resize`` (what Keras' resize calls on the TF backend) takes the size as a tensor, so
+    this also works in a ``tf.function`` traced for any image size (``solo_lib.inference.predict``);
+    ``keras.ops.image.resize`` needs it as Python ints.
+    """
+    return tf.image.resize(x, tf.shape(reference)[1:3], method=method)
 
 
 def upsample2x_like(x, reference):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from solo_lib.model.norm import GroupNormalization
@@ -41,12 +42,20 @@ def coordinate_channels(x):
     Returns:
         ``(B, H, W, 2)``, channel 0 = x (varies along W), channel 1 = y.
     """
-    shape = ops.shape(x)
-    ys = ops.linspace(-1.0, 1.0, shape[1])
-    xs = ops.linspace(-1.0, 1.0, shape[2])
-    grid_y, grid_x = ops.meshgrid(ys, xs, indexing="ij")  # (H, W)
-    coords = ops.stack([grid_x, grid_y], axis=-1)[None]  # (1, H, W, 2)
-    return ops.cast(ops.broadcast_to(coords, (shape[0], shape[1], shape[2], 2)), x.dtype)
+    shape = tf.shape(x)
+    grid_y, grid_x = tf.meshgrid(unit_linspace(shape[1]), unit_linspace(shape[2]), indexing="ij")  # (H, W)
+    coords = tf.stack([grid_x, grid_y], axis=-1)[None]  # (1, H, W, 2)
+    return tf.cast(tf.broadcast_to(coords, (shape[0], shape[1], shape[2], 2)), x.dtype)
+
+
+def unit_linspace(num):
+    """``num`` evenly spaced float32 values from -1 to 1, the same bits as ``tf.linspace(-1, 1, num)``
+    (``start + i * step``, the last value exactly 1; ``[-1]`` for ``num = 1``) in 8 ops instead of
+    that function's ~70, for any ``num``, also a tensor of a shape unknown when traced."""
+    index = tf.range(num)
+    step = 2.0 / tf.cast(tf.maximum(num - 1, 1), tf.float32)
+    values = -1.0 + tf.cast(index, tf.float32) * step
+    return tf.where((index == num - 1) & (num > 1), 1.0, values)
 
 
 def conv_gn_relu_tower(num_convs, channels, groups, name, closed_form_gradient=True):
