@@ -9,7 +9,7 @@ the pretrained model has never seen a sample image, training or validation. The 
 written to a temporary folder and deleted afterwards; the same script run again makes the same
 images.
 
-Usage, from the repo root (about 8 minutes on a 2-core CPU):
+Usage, from the repo root (about 6-7 minutes on a 2-core CPU):
 
     python scripts/pretrain_shapes.py [COUNT] [EPOCHS]      # default 192 images, 40 epochs
 

@@ -30,7 +30,7 @@ def main(epochs: int = 300) -> None:
     dataset = load_sample_dataset("train")
     cfg = TrainConfig.overfit_sample(epochs=epochs)
     steps_per_epoch = pipeline.steps_per_epoch(dataset, cfg.batch_size)
-    curve = MaskAPCurve(dataset, max(1, epochs // 10), steps_per_epoch)  # its clock runs only while training
+    curve = MaskAPCurve(dataset, max(1, epochs // 10))  # its clock runs only while training
     model, history = train(SOLOConfig.tiny(dataset.num_classes), cfg, dataset, callbacks=[curve], progress=False,
                            log_every=max(1, epochs // 20))
     OUT.mkdir(parents=True, exist_ok=True)

@@ -328,9 +328,9 @@ class EpochLog(keras.callbacks.Callback):
 
 
 class MaskAPCurve(keras.callbacks.Callback):
-    """COCO mask AP on ``dataset`` every ``every`` epochs, for learning curves and for training
-    "until it has memorised": ``stop_at`` ends training at the first measurement with AP50 at
-    least that. Evaluation time is not counted in ``train_seconds``.
+    """COCO mask AP on ``dataset`` every ``every`` epochs and after the last one, for learning
+    curves and for training "until it has memorised": ``stop_at`` ends training at the first
+    measurement with AP50 at least that. Evaluation time is not counted in ``train_seconds``.
 
     Attributes:
         points: one dict per measurement: ``epoch``, ``steps``, ``train_seconds``, ``loss``,
@@ -338,13 +338,11 @@ class MaskAPCurve(keras.callbacks.Callback):
         reached: the first point that met ``stop_at``, or None.
     """
 
-    def __init__(self, dataset: CocoDataset, every: int, steps_per_epoch: int, *, stop_at: float | None = None,
-                 verbose: bool = True):
+    def __init__(self, dataset: CocoDataset, every: int, *, stop_at: float | None = None, verbose: bool = True):
         super().__init__()
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
-        self.dataset, self.every, self.steps_per_epoch = dataset, every, steps_per_epoch
-        self.stop_at, self.verbose = stop_at, verbose
+        self.dataset, self.every, self.stop_at, self.verbose = dataset, every, stop_at, verbose
         self.seconds, self.points, self.reached = 0.0, [], None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -352,16 +350,15 @@ class MaskAPCurve(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds += time.perf_counter() - self.started
-        if (epoch + 1) % self.every:
+        done = epoch + 1
+        if done % self.every and done != self.params["epochs"]:  # params: set by fit (epochs, steps per epoch)
             return
         result, _ = evaluate_model(self.model, self.dataset, self.model.config, predict)
-        point = {"epoch": epoch + 1, "steps": (epoch + 1) * self.steps_per_epoch,
-                 "train_seconds": round(self.seconds, 1), "loss": round(float(logs["loss"]), 4),
-                 "mask_ap": round(result.ap, 4), "mask_ap50": round(result.ap50, 4)}
+        point = {"epoch": done, "steps": done * self.params["steps"], "train_seconds": round(self.seconds, 1),
+                 "loss": round(float(logs["loss"]), 4), "mask_ap": round(result.ap, 4), "mask_ap50": round(result.ap50, 4)}
         self.points.append(point)
         if self.verbose:
-            print(f"epoch {point['epoch']:4d} ({point['steps']} steps): mask AP50 {result.ap50:.3f}, AP {result.ap:.3f}",
-                  flush=True)
+            print(f"epoch {done:4d} ({point['steps']} steps): mask AP50 {result.ap50:.3f}, AP {result.ap:.3f}", flush=True)
         if self.stop_at is not None and result.ap50 >= self.stop_at:
             self.reached = point
             self.model.stop_training = True

@@ -109,16 +109,19 @@ def test_reset_names_are_checked():
 def test_mask_ap_curve_stops_at_the_bar():
     model, _ = load_sample_model()  # memorised the training images: AP50 0.94
     dataset = load_sample_dataset("train")
-    for stop_at, stops in ((0.9, True), (0.99, False)):
-        curve = MaskAPCurve(dataset, every=2, steps_per_epoch=3, stop_at=stop_at, verbose=False)
+    for stop_at, measured in ((0.9, [2]), (0.99, [2, 3])):  # every 2 epochs and after the last one (3)
+        curve = MaskAPCurve(dataset, every=2, stop_at=stop_at, verbose=False)
         curve.set_model(model)
+        curve.set_params({"epochs": 3, "steps": 3})  # what fit passes: 3 epochs of 3 steps
         model.stop_training = False
-        for epoch in range(2):  # measured after the 2nd epoch only
+        for epoch in range(3):
             curve.on_epoch_begin(epoch)
             curve.on_epoch_end(epoch, {"loss": 0.25})
-        assert [p["epoch"] for p in curve.points] == [2] and curve.points[0]["steps"] == 6
-        assert curve.points[0]["mask_ap50"] > 0.9
-        assert model.stop_training is stops and (curve.reached is not None) is stops
+            if model.stop_training:
+                break
+        assert [p["epoch"] for p in curve.points] == measured and curve.points[0]["steps"] == 6
+        assert all(p["mask_ap50"] > 0.9 for p in curve.points)
+        assert (curve.reached is curve.points[0]) is (stop_at == 0.9) and model.stop_training is (stop_at == 0.9)
 
 
 @pytest.fixture(scope="module")
