@@ -30,8 +30,7 @@ from solo_lib.data import augment as aug
 from solo_lib.data.coco import CocoDataset, load_sample_dataset
 from solo_lib.evaluate import evaluate_model
 from solo_lib.inference import predict
-from solo_lib.model.solov2 import build_model
-from solo_lib.train import TrainConfig, loss_curves, train
+from solo_lib.train import TrainConfig, loss_curves, save_weights_only, train
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "pretrained"
 
@@ -52,9 +51,7 @@ def main(count: int = 192, epochs: int = 40) -> None:
                                log_every=max(1, epochs // 20))
         seconds = time.perf_counter() - start
     OUT.mkdir(parents=True, exist_ok=True)
-    weights_only = build_model(model.config, cfg.canvas)  # uncompiled: no optimizer state in the file
-    weights_only.set_weights(model.get_weights())
-    weights_only.save_weights(OUT / "tiny_shapes.weights.h5")
+    save_weights_only(model, OUT / "tiny_shapes.weights.h5")
     as_is, _ = evaluate_model(model, load_sample_dataset("train"), model.config, predict)
     curves = loss_curves(history)
     info = {"config": model.config.to_dict(),

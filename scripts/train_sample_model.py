@@ -20,8 +20,7 @@ from pathlib import Path
 from solo_lib.config import SOLOConfig
 from solo_lib.data import pipeline
 from solo_lib.data.coco import load_sample_dataset
-from solo_lib.model.solov2 import build_model
-from solo_lib.train import MaskAPCurve, TrainConfig, train
+from solo_lib.train import MaskAPCurve, TrainConfig, save_weights_only, train
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "sample_model"
 
@@ -34,9 +33,7 @@ def main(epochs: int = 300) -> None:
     model, history = train(SOLOConfig.tiny(dataset.num_classes), cfg, dataset, callbacks=[curve], progress=False,
                            log_every=max(1, epochs // 20))
     OUT.mkdir(parents=True, exist_ok=True)
-    weights_only = build_model(model.config, cfg.canvas)  # uncompiled: no optimizer state in the file
-    weights_only.set_weights(model.get_weights())
-    weights_only.save_weights(OUT / "tiny_sample.weights.h5")
+    save_weights_only(model, OUT / "tiny_sample.weights.h5")
     last = curve.points[-1]
     info = {"config": model.config.to_dict(),
             "recipe": {"optimizer": cfg.optimizer, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size,

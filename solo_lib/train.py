@@ -243,6 +243,14 @@ def _architecture(config: SOLOConfig) -> str:
     return ", ".join(f"{name}={getattr(config, name)}" for name in fields)
 
 
+def save_weights_only(model: SOLOv2, path: str | os.PathLike) -> None:
+    """Saves ``model``'s weights to a ``.weights.h5`` file through an uncompiled copy, so the file
+    holds no optimizer state (what ``load_sample_model`` and :func:`load_pretrained` read)."""
+    copy = build_model(model.config, (64, 64))  # any image size makes the same weights
+    copy.set_weights(model.get_weights())
+    copy.save_weights(path)
+
+
 def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     """The ``epoch_NNNN.keras`` file with the highest epoch in ``directory`` (None if none)."""
     found = sorted(p for p in Path(directory).glob("epoch_*.keras") if CHECKPOINT.match(p.name))
