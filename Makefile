@@ -11,11 +11,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.solo-course-installed
 
 # The same environment for the learner's kernel and for CI, so committed outputs match both:
-# TensorFlow's C++ logging off, headless plots. TensorFlow's oneDNN CPU kernels stay on (its
-# default on x86): they train about twice as fast here as with TF_ENABLE_ONEDNN_OPTS=0. They round
-# differently from the plain kernels, one reason why notebooks print shapes and integers and assert
-# on floats rather than print them.
+# TensorFlow's C++ logging off, headless plots, and TensorFlow's oneDNN CPU kernels on. TensorFlow
+# turns oneDNN on by itself only on CPUs with AVX-512 deep-learning features (VNNI, BF16, AMX);
+# on an AVX2-only CPU (most laptops, AMD Zen 3 and older) it falls back to its plain kernels,
+# whose convolution gradients train the tiny preset 2-3x slower. solo_lib/__init__.py sets the
+# same default for anything that imports solo_lib before TensorFlow. `TF_ENABLE_ONEDNN_OPTS=0
+# make test` runs the suite on the plain kernels instead. The two families round differently,
+# one reason why notebooks print shapes and integers and assert on floats rather than print them.
 export TF_CPP_MIN_LOG_LEVEL := 3
+export TF_ENABLE_ONEDNN_OPTS ?= 1
 NB_ENV := MPLBACKEND=Agg TQDM_DISABLE=1 CUDA_VISIBLE_DEVICES= PYTHONHASHSEED=0
 
 NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg

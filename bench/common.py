@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The environment of `make test` (Makefile: exported TF variables and NB_ENV). __main__ sets the
 # same defaults, so `python -m bench` and `make bench` measure the same thing.
-TF_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+TF_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "1"}
 NB_ENV = {"MPLBACKEND": "Agg", "TQDM_DISABLE": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONHASHSEED": "0"}
 
 WORKER_TAG = "BENCH_RESULT "  # a worker's last stdout line: this tag, then its JSON
@@ -284,7 +284,7 @@ def machine_info() -> dict:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(status) if status is not None else None,
-        "env": {name: os.environ.get(name) for name in (*TF_ENV, "TF_ENABLE_ONEDNN_OPTS", *NB_ENV)},
+        "env": {name: os.environ.get(name) for name in (*TF_ENV, *NB_ENV)},
         "load_average_at_start": load_average(),
     }
 

@@ -7,27 +7,42 @@ Commands:
     demo              train the tiny preset on the sample data, evaluate it, write overlays
     convert-labelme   LabelMe JSON folder -> COCO instances JSON
     env               print the environment report (versions, devices)
+
+A user's mistake (a missing or damaged file, an invalid option, a checkpoint of other classes)
+ends with one ``error: ...`` line and exit status 2; ``--debug`` (or ``SOLO_DEBUG=1``) shows the
+traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import errno
+import os
+import re
 import sys
 import warnings
+from pathlib import Path
 
-from solo_lib.errors import SoloError
+from solo_lib.errors import ConfigError, SoloError
+
+# TrainConfig fields -> the train options that set them, for error messages.
+TRAIN_OPTIONS = {"epochs": "--epochs", "batch_size": "--batch-size", "canvas": "--canvas",
+                 "steps_per_epoch": "--steps-per-epoch", "optimizer": "--optimizer", "learning_rate": "--lr",
+                 "warmup_steps": "--warmup-steps", "decay_epochs": "--decay-epochs",
+                 "checkpoint_every": "--checkpoint-every", "memory_budget_mb": "--memory-budget-mb"}
 
 
 def _convert_labelme(args: argparse.Namespace) -> int:
-    from solo_lib.data.labelme import convert_labelme_dir, write_coco_json
+    from solo_lib.data.labelme import convert_labelme
 
+    # All or nothing: convert_labelme checks every input, and that OUTPUT_JSON is none of them,
+    # before it writes embedded images and the COCO file.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        coco = convert_labelme_dir(args.input_dir, labels_file=args.labels, image_dir=args.image_dir)
+        coco = convert_labelme(args.input_dir, args.output_json, labels_file=args.labels, image_dir=args.image_dir)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    write_coco_json(coco, args.output_json)
     per_class = collections.Counter(a["category_id"] for a in coco["annotations"])
     names = ", ".join(f"{c['name']}: {per_class[c['id']]}" for c in coco["categories"])
     print(f"wrote {args.output_json}: {len(coco['images'])} images, {len(coco['annotations'])} instances ({names}), "
@@ -42,47 +57,96 @@ def _dataset(annotations, images, split):
         annotations, default_images = sample_dataset_paths(split)
         images = images or default_images
     if images is None:
-        raise SystemExit("--images is required with --annotations")
+        raise ConfigError(f"--annotations {annotations} needs --images, the folder its file names are relative to")
     return CocoDataset(annotations, images)
 
 
+def _writable_file(path: str, option: str, what: str) -> None:
+    """Fails now, before any work, if ``path`` cannot be written (a missing or read-only folder)."""
+    folder = Path(path).resolve().parent
+    if Path(path).is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give the name of the {what} to write")
+    if not folder.is_dir():
+        raise ConfigError(f"{option} {path}: folder {folder} does not exist; create it or choose another path")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{option} {path}: folder {folder} is not writable; choose another path")
+
+
 def _train(args: argparse.Namespace) -> int:
+    if args.model_path and not args.resume:
+        raise ConfigError(f"--model-path {args.model_path} is the checkpoint to resume from: add --resume")
+    if args.overwrite and args.resume:
+        raise ConfigError("--overwrite deletes the checkpoints in --out, --resume continues from them: choose one")
     from solo_lib.config import SOLOConfig
     from solo_lib.train import TrainConfig, train
 
-    dataset = _dataset(args.annotations, args.images, "train")
-    preset = SOLOConfig.tiny if args.preset == "tiny" else SOLOConfig.paper_r50
-    model_config = preset(dataset.num_classes)
     defaults = TrainConfig()
-    cfg = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, canvas=tuple(args.canvas), steps_per_epoch=args.steps_per_epoch,
-        optimizer=args.optimizer, learning_rate=args.lr if args.lr is not None else defaults.learning_rate,
-        warmup_steps=args.warmup_steps, decay_epochs=tuple(args.decay_epochs), checkpoint_every=args.checkpoint_every,
-        checkpoint_dir=args.out, load_previous_model=args.resume, model_path=args.model_path, log_dir=args.log_dir,
-        seed=args.seed, jit_compile=args.jit, pretrained=args.pretrained)
+    try:
+        cfg = TrainConfig(
+            epochs=args.epochs, batch_size=args.batch_size, canvas=tuple(args.canvas),
+            steps_per_epoch=args.steps_per_epoch, optimizer=args.optimizer,
+            learning_rate=args.lr if args.lr is not None else defaults.learning_rate,
+            warmup_steps=args.warmup_steps, decay_epochs=tuple(args.decay_epochs),
+            checkpoint_every=args.checkpoint_every, checkpoint_dir=args.out, load_previous_model=args.resume,
+            model_path=args.model_path, log_dir=args.log_dir, seed=args.seed, jit_compile=args.jit,
+            pretrained=args.pretrained, overwrite=args.overwrite, in_memory=not args.stream,
+            memory_budget_mb=args.memory_budget_mb)
+    except ConfigError as err:  # name the options the user typed, not the fields
+        raise ConfigError(re.sub(r"\b(" + "|".join(TRAIN_OPTIONS) + r")\b", lambda m: TRAIN_OPTIONS[m.group(1)],
+                                 str(err).replace("invalid TrainConfig: ", "invalid train option: "))) from None
+    dataset = _dataset(args.annotations, args.images, "train")
+    if args.resume:
+        model_config = None  # the checkpoint's, unless --preset says otherwise (then train checks they agree)
+        if args.preset is not None:
+            model_config = getattr(SOLOConfig, args.preset)(dataset.num_classes)
+    else:
+        model_config = getattr(SOLOConfig, args.preset or "tiny")(dataset.num_classes)
     model, history = train(model_config, cfg, dataset)
     print(f"trained {int(model.epochs_done.numpy())} epoch(s); checkpoints in {args.out}")
     return 0
 
 
 def _load(path):
-    from solo_lib.train import load_checkpoint
+    from solo_lib.checkpoints import load_checkpoint
 
     return load_checkpoint(path)
 
 
+def _class_names(model, given: str | None) -> list[str]:
+    """The names to print: --class-names, else the checkpoint's, else the label numbers."""
+    n = model.config.num_classes
+    if given is None:
+        return list(model.class_names) if model.class_names is not None else [str(i) for i in range(n)]
+    names = [name.strip() for name in given.split(",")]
+    if len(names) != n:
+        known = f" (it records {list(model.class_names)}; leave out --class-names to use them)" \
+            if model.class_names is not None else ""
+        raise ConfigError(f"--class-names gives {len(names)} names but {model.checkpoint_path} predicts {n} classes"
+                          f"{known}; give exactly {n} comma-separated names, in label order")
+    return names
+
+
 def _predict(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import FigureCanvasBase
 
     from solo_lib import viz
     from solo_lib.data.coco import load_rgb_image
     from solo_lib.inference import predict
 
+    if not 0 <= args.score_thr < 1:
+        raise ConfigError(f"--score-thr {args.score_thr} must be in [0, 1): a category score threshold")
+    _writable_file(args.out, "--out", "overlay picture")
+    suffix = Path(args.out).suffix.lstrip(".").lower()
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix not in formats:
+        raise ConfigError(f"--out {args.out}: cannot tell the picture format from its extension; end it with one of "
+                          f"{', '.join('.' + f for f in sorted(formats))}")
+    image = load_rgb_image(Path(args.image))
     model = _load(args.model)
-    image = load_rgb_image(args.image)
+    names = _class_names(model, args.class_names)
     config = model.config.replace(score_thr=args.score_thr)
     result = predict(model, image, config)
-    names = args.class_names.split(",") if args.class_names else [str(i) for i in range(model.config.num_classes)]
     for mask, label, score in zip(result["masks"], result["labels"], result["scores"]):
         print(f"{names[label]:12s} score {score:.3f}  area {int(mask.sum())} px")
     fig, ax = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
@@ -96,9 +160,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from solo_lib.evaluate import evaluate_model, write_results_json
     from solo_lib.inference import predict
 
+    if args.results:
+        _writable_file(args.results, "--results", "results JSON")
     dataset = _dataset(args.annotations, args.images, "val")
     model = _load(args.model)
-    result, detections = evaluate_model(model, dataset, model.config, predict)
+    result, detections = evaluate_model(model, dataset, model.config, predict)  # checks the classes first
     print(result.summary())
     if args.results:
         write_results_json(detections, args.results)
@@ -122,6 +188,8 @@ def _env(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m solo_lib", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also: environment variable SOLO_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     convert = commands.add_parser(
@@ -139,11 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", help="train (or resume) a SOLOv2 model on a COCO dataset",
-        description="Train SOLOv2 with the paper's defaults (SGD, warm-up, step decay, clipping), or resume.")
+        description="Train SOLOv2 with the paper's defaults (SGD, warm-up, step decay, clipping), or resume. "
+                    "Checkpoints record the dataset's class names; resuming checks them against the dataset's.")
     train.add_argument("--annotations", help="COCO instances JSON (default: the sample training set)")
     train.add_argument("--images", help="folder the annotation file names are relative to")
-    train.add_argument("--preset", choices=("tiny", "paper_r50"), default="tiny")
-    train.add_argument("--epochs", type=int, default=12)
+    train.add_argument("--preset", choices=("tiny", "paper_r50"), default=None,
+                       help="model size (default: tiny; when resuming: the checkpoint's, and a different "
+                            "--preset is an error)")
+    train.add_argument("--epochs", type=int, default=12, help="epochs in total, counting those already done")
     train.add_argument("--batch-size", type=int, default=4)
     train.add_argument("--canvas", type=int, nargs=2, default=(256, 256), metavar=("H", "W"),
                        help="batch canvas, multiples of 32 (default 256 256)")
@@ -153,10 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--warmup-steps", type=int, default=500)
     train.add_argument("--decay-epochs", type=int, nargs="*", default=(9, 11))
     train.add_argument("--checkpoint-every", type=int, default=1)
-    train.add_argument("--out", default="checkpoints", help="checkpoint folder (epoch_NNNN.keras)")
+    train.add_argument("--out", default="checkpoints",
+                       help="checkpoint folder (epoch_NNNN.keras); a fresh run refuses one holding another run's "
+                            "checkpoints")
     train.add_argument("--resume", action="store_true", help="continue from --model-path or the newest checkpoint")
-    train.add_argument("--model-path", help="checkpoint to resume from")
+    train.add_argument("--overwrite", action="store_true",
+                       help="fresh run: delete the epoch_*.keras files already in --out first")
+    train.add_argument("--model-path", help="checkpoint to resume from (with --resume)")
     train.add_argument("--log-dir", help="TensorBoard log folder")
+    train.add_argument("--stream", action="store_true",
+                       help="read images from disk as training needs them instead of decoding the whole dataset "
+                            "into memory first (needed above --memory-budget-mb)")
+    train.add_argument("--memory-budget-mb", type=float, default=2048,
+                       help="without --stream, refuse to start when the decoded dataset would take more memory "
+                            "than this many MB (estimated from the image sizes and instance counts; default 2048)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--jit", action="store_true", help="compile the training step with XLA")
     train.add_argument("--pretrained", metavar="WEIGHTS_H5",
@@ -166,14 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="segment one image", description="Segment one image.")
     predict.add_argument("--model", required=True, help="a .keras checkpoint")
-    predict.add_argument("--image", required=True)
-    predict.add_argument("--out", default="prediction.png", help="overlay picture to write")
-    predict.add_argument("--score-thr", type=float, default=0.1)
-    predict.add_argument("--class-names", help="comma-separated names, in label order")
+    predict.add_argument("--image", required=True, help="the picture to segment (PNG, JPEG, ...)")
+    predict.add_argument("--out", default="prediction.png",
+                         help="overlay picture to write (its folder must exist; format from the extension)")
+    predict.add_argument("--score-thr", type=float, default=0.1, help="category score threshold, in [0, 1)")
+    predict.add_argument("--class-names",
+                         help="comma-separated names, in label order, one per class (default: the names the "
+                              "checkpoint records, else the label numbers)")
     predict.set_defaults(run=_predict)
 
     evaluate = commands.add_parser("evaluate", help="COCO mask AP", description="COCO mask AP (pycocotools).")
-    evaluate.add_argument("--model", required=True, help="a .keras checkpoint")
+    evaluate.add_argument("--model", required=True,
+                          help="a .keras checkpoint (its recorded class names must be the dataset's, in order)")
     evaluate.add_argument("--annotations", help="COCO instances JSON (default: the sample validation set)")
     evaluate.add_argument("--images", help="folder the annotation file names are relative to")
     evaluate.add_argument("--results", help="also write the detections as a COCO results JSON")
@@ -188,7 +273,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     env = commands.add_parser("env", help="print versions and devices", description="Print the environment report.")
     env.set_defaults(run=_env)
+    for command in commands.choices.values():  # --debug also after the command (SUPPRESS: keep the global one)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the full traceback of an error")
     return parser
+
+
+# Library errors that a user's input causes (a path that is missing, a folder, unwritable, a full disk).
+USER_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def _user_os_error(err: BaseException) -> bool:
+    return isinstance(err, USER_OS_ERRORS) or (isinstance(err, OSError) and err.errno == errno.ENOSPC)
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and not isinstance(err, SoloError) and err.filename:
+        return f"{err.filename}: {err.strerror or err}"
+    return " ".join(str(err).split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,10 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     # solo_lib.demo and solo_lib.viz and must keep their inline backend.
     matplotlib.use("Agg")
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("SOLO_DEBUG", "").strip() not in ("", "0")
     try:
         return args.run(args)
-    except SoloError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        if debug or not (isinstance(err, SoloError) or _user_os_error(err)):
+            raise  # --debug, or a bug: keep the traceback
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
 
 

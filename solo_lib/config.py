@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from solo_lib.errors import ConfigError
+
 NORMALIZATIONS = ("caffe", "unit")  # caffe: keras.applications.resnet.preprocess_input; unit: x / 255
 
 
@@ -147,7 +149,7 @@ class SOLOConfig:
         if self.nms_sigma < 0 or self.mask_area_scale < 0:
             problems.append(f"nms_sigma and mask_area_scale must be >= 0, got {self.nms_sigma} and {self.mask_area_scale}")
         if problems:
-            raise ValueError("invalid SOLOConfig: " + "; ".join(problems))
+            raise ConfigError("invalid SOLOConfig: " + "; ".join(problems))
 
     @property
     def num_levels(self) -> int:
@@ -193,4 +195,8 @@ class SOLOConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SOLOConfig":
+        """The inverse of :meth:`to_dict`. Raises ConfigError for unknown fields."""
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"invalid SOLOConfig: unknown field(s) {unknown}")
         return cls(**data)

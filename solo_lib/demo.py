@@ -56,7 +56,7 @@ def run_demo(out_dir: str | Path = "outputs", epochs: int | None = None) -> dict
 
 SAMPLE_MODEL = Path(__file__).resolve().parents[1] / "data" / "sample_model"
 # The tiny preset pretrained on 192 synthetic images that are not the sample's (scripts/pretrain_shapes.py):
-# notebook 08 fine-tunes it. Load it with TrainConfig(pretrained=...) or solo_lib.train.load_pretrained.
+# notebook 08 fine-tunes it. Load it with TrainConfig(pretrained=...) or solo_lib.checkpoints.load_pretrained.
 PRETRAINED_SHAPES = SAMPLE_MODEL.parent / "pretrained" / "tiny_shapes.weights.h5"
 
 

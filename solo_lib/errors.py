@@ -15,3 +15,19 @@ class DatasetError(SoloError, ValueError):
 
 class DatasetWarning(UserWarning):
     """Something in a dataset was skipped or repaired; the message says what and where."""
+
+
+class ConfigError(SoloError, ValueError):
+    """A configuration value (``SOLOConfig``, ``TrainConfig``, a command-line option) is invalid."""
+
+
+class CheckpointError(SoloError, ValueError):
+    """A checkpoint or output folder cannot be used as it is (damaged, another run's, other classes)."""
+
+
+class MissingFileError(SoloError, FileNotFoundError):
+    """A file the user named (checkpoint, weights, image) does not exist."""
+
+
+class TrainingError(SoloError, RuntimeError):
+    """Training cannot go on (a non-finite loss); the message says where and what to try."""

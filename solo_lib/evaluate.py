@@ -34,6 +34,7 @@ from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
 from solo_lib.data.coco import CategoryMap, CocoDataset
+from solo_lib.data.segmentation import check_rle, is_finite, is_int
 from solo_lib.errors import DatasetError, DatasetWarning
 
 _EXAMPLES = 3  # how many offending entries an error or warning lists
@@ -156,26 +157,44 @@ def _check_results(dataset: CocoDataset, results: list[dict]) -> None:
     """Fails early, with a clear message, on results COCOeval would reject or misuse.
 
     Raises:
-        DatasetError: an entry lacking a key, naming an unknown image, or whose mask size
-            differs from the image's.
+        DatasetError: results that are not a list of dicts; an entry lacking a key, naming an
+            unknown image, with a score that is not a finite number, a category id that is not
+            an integer, or a segmentation that is not a valid compressed RLE of the image's size.
     """
+    if not isinstance(results, list):
+        raise DatasetError(f"results must be a list of dicts, got {type(results).__name__}")
     known_ids = set(dataset.categories.coco_ids)
     unknown = []
     for index, res in enumerate(results):
+        if not isinstance(res, dict):
+            raise DatasetError(f"results[{index}] must be a dict {{image_id, category_id, segmentation, score}}, "
+                               f"got {type(res).__name__}")
         missing = [k for k in ("image_id", "category_id", "segmentation", "score") if k not in res]
         if missing:
             raise DatasetError(f"results[{index}] lacks {missing}")
         image_id = res["image_id"]
+        if not is_int(image_id):
+            raise DatasetError(f"results[{index}] has image id {image_id!r}; it must be an integer COCO image id")
         try:
             info = dataset.image_info(image_id)
         except KeyError:
             raise DatasetError(f"results[{index}] has image id {image_id}, which is not in "
                                f"{dataset.annotation_file}") from None
-        size = list(res["segmentation"].get("size", ())) if isinstance(res["segmentation"], dict) else None
+        where = f"results[{index}], image id {image_id}"
+        score = res["score"]
+        if not is_finite(score):
+            raise DatasetError(f"{where}: score {score!r} is not a finite number; COCOeval ranks results by score")
+        if not is_int(res["category_id"]):
+            raise DatasetError(f"{where}: category id {res['category_id']!r} is not an integer; restore COCO ids "
+                               "with CategoryMap.to_coco_id(label)")
+        segm = res["segmentation"]
+        size = list(segm.get("size", ())) if isinstance(segm, dict) else None
         if size != [info["height"], info["width"]]:
-            raise DatasetError(f"results[{index}], image id {image_id}: mask size {size} differs from the image's "
-                               f"[height, width] [{info['height']}, {info['width']}]; resize predicted masks "
-                               "to the original image before encoding")
+            hint = ("; a result's segmentation must be a compressed RLE (encode_masks)" if not isinstance(segm, dict)
+                    else "; resize predicted masks to the original image before encoding")
+            raise DatasetError(f"{where}: mask size {size} differs from the image's [height, width] "
+                               f"[{info['height']}, {info['width']}]{hint}")
+        check_rle(segm, where, info["height"], info["width"])
         if res["category_id"] not in known_ids:
             unknown.append(res["category_id"])
     if unknown:
@@ -186,16 +205,28 @@ def _check_results(dataset: CocoDataset, results: list[dict]) -> None:
 
 
 def _check_ground_truth(dataset: CocoDataset) -> None:
-    """COCOeval sorts ground truth into size ranges by each annotation's ``area``; real COCO
-    files have it, hand-made ones may not.
+    """COCOeval sorts ground truth into size ranges (small, medium, large) by each annotation's
+    ``area``; real COCO files have it, hand-made ones may not, or may carry a wrong one.
+
+    A missing or invalid area is an error rather than something repaired here: the file is the
+    reference other evaluators read too, so it is fixed once, at its source, and every tool then
+    reports the same AP.
 
     Raises:
-        DatasetError: annotations without ``area``.
+        DatasetError: annotations without ``area``, or whose area is not a positive finite number.
     """
-    ids = [ann.get("id") for ann in dataset.coco.dataset.get("annotations", []) if "area" not in ann]
+    annotations = dataset.coco.dataset.get("annotations", [])
+    ids = [ann.get("id") for ann in annotations if "area" not in ann]
     if ids:
         raise DatasetError(f"{dataset.annotation_file}: {len(ids)} annotations lack 'area' (annotation ids "
                            f"{ids[:_EXAMPLES]}); COCOeval needs it, e.g. pycocotools.mask.area of the mask")
+    bad = [ann for ann in annotations if not is_finite(ann["area"]) or ann["area"] <= 0]
+    if bad:
+        shown = ", ".join(f"{ann.get('id')}: {ann['area']!r}" for ann in bad[:_EXAMPLES])
+        raise DatasetError(f"{dataset.annotation_file}: {len(bad)} annotations have an 'area' that is not a positive "
+                           f"number (annotation id: area {shown}{', ...' if len(bad) > _EXAMPLES else ''}); COCOeval "
+                           "sorts ground truth into small/medium/large by it: set it to the mask's pixel count "
+                           "(pycocotools.mask.area), or remove annotations whose mask is empty")
 
 
 def _load_results(coco_gt: COCO, results: list[dict]) -> COCO:
@@ -252,8 +283,8 @@ def evaluate_segm(dataset: CocoDataset, results: list[dict], *, image_ids=None, 
         An :class:`EvalResult`.
 
     Raises:
-        DatasetError: a malformed result, an unknown image id, a mask of the wrong size, or
-            ground truth without ``area``.
+        DatasetError: a malformed result (unknown image id, a score that is not a finite number,
+            a mask of the wrong size or a corrupt RLE), or ground truth without a valid ``area``.
     """
     _check_ground_truth(dataset)
     _check_results(dataset, results)
@@ -299,8 +330,14 @@ def evaluate_model(model, dataset: CocoDataset, config, predict_fn: PredictFn,
         ``(EvalResult, results)``; ``results`` can be saved with :func:`write_results_json`.
 
     Raises:
+        CheckpointError: ``model`` (a SOLOv2) predicts other classes than the dataset's, or the
+            same ones in another label order (``solo_lib.model.solov2.check_classes``).
         ValueError: ``predict_fn`` returned masks of another size than the image.
     """
+    if hasattr(getattr(model, "config", None), "num_classes"):  # a SOLOv2 (other models: not checked)
+        from solo_lib.model.solov2 import check_classes
+
+        check_classes(model, dataset)
     image_ids = dataset.image_ids if image_ids is None else [int(i) for i in image_ids]
     results = []
     for image_id in tqdm(image_ids, desc="evaluate", unit="image", disable=progress_disabled()):

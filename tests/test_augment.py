@@ -297,6 +297,8 @@ def test_augment_scale_and_brightness_are_drawn_within_range():
         shapes.add((h, w))
         factor = h / H  # the same factor must explain the width and every box, +-1 px
         assert 0.8 * H - 1 <= h <= 1.25 * H + 1 and abs(w - factor * W) <= 1.5
+        # Pixels, not float rounding: the size is rounded to whole pixels (so factor is off by up to
+        # 0.5 / H) and a box edge is that of the resampled mask (+-1 px); a wrong factor is off by tens.
         np.testing.assert_allclose(out["boxes"], factor * sample["boxes"], atol=1.5)
         check_alignment(out, 1)
     assert len(shapes) > 1

@@ -6,8 +6,14 @@ import tensorflow as tf
 
 from solo_lib.config import SOLOConfig
 from solo_lib.losses import dice_loss, focal_loss, solo_losses
+from tolerances import assert_close_float32
 
 C = 3
+# float32 losses against float64 numpy: a focal sum over B x M x C = 2 x 20 x 3 = 120 positive
+# terms (random_category, make_batch with 20 cells), each a chain of about four rounded
+# element-wise ops (sigmoid, log, power, product): terms=120, depth=4, a bound of ~1e-5 relative.
+# A wrong alpha, gamma, normaliser or mask pair changes a loss by 10 % or more.
+FOCAL_TERMS, CHAIN = 2 * 20 * C, 4
 
 
 def np_sigmoid(x):
@@ -41,7 +47,8 @@ def random_category(rng, b=2, m=20, num_classes=C):
 def test_focal_loss_matches_the_paper_equation(alpha, gamma):
     logits, targets = random_category(np.random.default_rng(0))
     got = float(focal_loss(logits, targets, C, alpha=alpha, gamma=gamma))
-    np.testing.assert_allclose(got, np_focal_sum(logits, targets, C, alpha, gamma), rtol=1e-4)
+    assert_close_float32(got, np_focal_sum(logits, targets, C, alpha, gamma), terms=FOCAL_TERMS, depth=CHAIN,
+                         what="focal loss")
 
 
 def test_focal_loss_weights_positives_by_alpha_and_negatives_by_one_minus_alpha():
@@ -53,6 +60,7 @@ def test_focal_loss_weights_positives_by_alpha_and_negatives_by_one_minus_alpha(
     # By hand, one cell with logit 0 (p = 0.5): 0.25 * 0.5^2 * ln 2 as a positive,
     # 0.75 * 0.5^2 * ln 2 as a negative of each other class.
     one = focal_loss(np.zeros((1, 1, 2), np.float32), np.array([[0]], np.int32), 2)
+    # Closed forms of two terms: a few float32 ulps (eps 1.2e-7), so rtol 1e-6 (~8 ulps).
     np.testing.assert_allclose(float(one), (0.25 + 0.75) * 0.25 * np.log(2.0), rtol=1e-6)
     background = focal_loss(np.zeros((1, 1, 2), np.float32), np.array([[2]], np.int32), 2)
     np.testing.assert_allclose(float(background), 2 * 0.75 * 0.25 * np.log(2.0), rtol=1e-6)
@@ -65,6 +73,8 @@ def test_focal_loss_is_not_clipped_for_confidently_wrong_cells():
     with tf.GradientTape() as tape:
         tape.watch(x)
         loss = focal_loss(x, tf.constant([[0]]), 2)
+    # Closed forms: log(1 + e^-40) ~ 4e-18 and sigmoid(-40) ~ 4e-18 are below float32 resolution, so
+    # only a few ulps of rounding remain; rtol 1e-5 (~80 ulps) while a clipped loss would be off by 90 %.
     np.testing.assert_allclose(float(loss), 0.25 * 40 + 0.75 * 40, rtol=1e-5)
     np.testing.assert_allclose(tape.gradient(loss, x).numpy().ravel(), [-0.25, 0.75], rtol=1e-5)
 
@@ -76,11 +86,18 @@ def test_dice_loss_matches_numpy_and_its_extremes():
     got = dice_loss(logits, masks, eps=1e-3).numpy()
     assert got.shape == (2, 3)
     expected = [[np_dice(np_sigmoid(logits[b, k]), masks[b, k], 1e-3) for k in range(3)] for b in range(2)]
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # Sums over 5 x 7 = 35 pixels, a sigmoid and a product before them, a division after: depth 3.
+    # Judged against the largest loss (values in [0, 1]): a dice near 0 has the absolute rounding
+    # of the sums it is 1 minus. A wrong sum (p instead of p^2, eps twice) moves it by > 1e-3.
+    assert_close_float32(got, expected, terms=5 * 7, depth=3, what="dice loss, eps 1e-3")
     big_eps = [[np_dice(np_sigmoid(logits[b, k]), masks[b, k], 5.0) for k in range(3)] for b in range(2)]
-    np.testing.assert_allclose(dice_loss(logits, masks, eps=5.0).numpy(), big_eps, rtol=1e-5)
+    assert_close_float32(dice_loss(logits, masks, eps=5.0).numpy(), big_eps, terms=5 * 7, depth=3,
+                         what="dice loss, eps 5")
     perfect = np.where(masks == 1, 50.0, -50.0).astype(np.float32)
+    # Not rounding: the default eps 1e-3 leaves 1 - 2n / (2n + eps) = eps / (2n + eps) <= 1e-4 for a
+    # mask of n >= 5 pixels (sigmoid(+-50) is exactly 1 and ~2e-22 in float32).
     np.testing.assert_allclose(dice_loss(perfect, masks).numpy(), 0.0, atol=1e-4)
+    # Overlap ~2e-22 x n against a denominator of ~n: 1 to within an ulp; atol 1e-6 is ~8 ulps of 1.
     np.testing.assert_allclose(dice_loss(-perfect, masks).numpy(), 1.0, atol=1e-6)
 
 
@@ -146,11 +163,16 @@ def test_solo_losses_match_a_numpy_loop_and_exclude_padding(config, changes):
     expected = np_solo_losses(outputs, targets, config)
     assert got["num_pos"] == expected["num_pos"] == 4
     for key in ("category", "mask", "total"):
-        np.testing.assert_allclose(got[key], expected[key], rtol=1e-4, err_msg=key)
-    # Changing what padding points at changes nothing.
+        # The focal sum (FOCAL_TERMS) is the longest; the mask loss adds a 4-term dot product before
+        # the dice's 6 x 7 = 42-pixel sums, within CHAIN.
+        assert_close_float32(got[key], expected[key], terms=FOCAL_TERMS, depth=CHAIN, what=key)
+    # Changing what padding points at changes nothing: the same computation on the valid pairs,
+    # so at most the rounding of the mean over 4 pairs of 42-pixel sums (padding leaking in would
+    # add or change a whole pair's dice, ~25 % of the mean).
     targets2 = dict(targets, pos_cells=np.where(targets["pos_valid"], targets["pos_cells"], 1),
                     pos_instances=np.where(targets["pos_valid"], targets["pos_instances"], 2))
-    np.testing.assert_allclose(float(solo_losses(outputs, targets2, config)["mask"]), got["mask"], rtol=1e-6)
+    assert_close_float32(float(solo_losses(outputs, targets2, config)["mask"]), got["mask"], terms=6 * 7,
+                         what="mask loss with other padding")
 
 
 def test_total_is_category_plus_three_times_mask_for_the_default_config():
@@ -159,6 +181,7 @@ def test_total_is_category_plus_three_times_mask_for_the_default_config():
     outputs, targets = make_batch(np.random.default_rng(4), config)
     losses = solo_losses(outputs, targets, config)
     assert all(v.dtype == tf.float32 and v.shape == () for v in losses.values())
+    # One float32 multiply-add of two positive numbers: at most ~2 ulps; rtol 1e-6 is ~8.
     np.testing.assert_allclose(float(losses["total"]), float(losses["category"]) + 3.0 * float(losses["mask"]),
                                rtol=1e-6)
     assert float(losses["mask"]) > 0.1  # the mask term is really there
@@ -175,7 +198,8 @@ def test_zero_positives_give_finite_loss_and_gradients(config, k):
         losses = solo_losses(variables, targets, config)
     assert float(losses["num_pos"]) == 0.0 and float(losses["mask"]) == 0.0
     assert np.isfinite(float(losses["total"]))
-    np.testing.assert_allclose(float(losses["total"]), np_solo_losses(outputs, targets, config)["total"], rtol=1e-4)
+    assert_close_float32(float(losses["total"]), np_solo_losses(outputs, targets, config)["total"],
+                         terms=FOCAL_TERMS, depth=CHAIN, what="total loss without positives")
     grads = tape.gradient(losses["total"], variables)
     for key, grad in grads.items():
         grad = tf.convert_to_tensor(grad).numpy()
@@ -212,7 +236,9 @@ def test_graph_mode_matches_eager_with_unknown_batch_and_pairs(config):
     eager = solo_losses(outputs, targets, config)
     graph = graph_losses(outputs, targets)
     for key in eager:
-        np.testing.assert_allclose(float(graph[key]), float(eager[key]), rtol=1e-6, err_msg=key)
+        # The same float32 sums, perhaps fused or reordered by Grappler/oneDNN in the graph.
+        assert_close_float32(float(graph[key]), float(eager[key]), terms=FOCAL_TERMS, depth=CHAIN,
+                             what=f"graph {key}")
 
 
 def test_runs_under_a_distribution_strategy(config):
@@ -220,5 +246,7 @@ def test_runs_under_a_distribution_strategy(config):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     with strategy.scope():
         result = strategy.run(tf.function(lambda o, t: solo_losses(o, t, config)), args=(outputs, targets))
-    np.testing.assert_allclose(float(strategy.reduce("SUM", result["total"], axis=None)),
-                               float(solo_losses(outputs, targets, config)["total"]), rtol=1e-6)
+    # One replica: the same sums, traced instead of eager (as in the graph-mode test above).
+    assert_close_float32(float(strategy.reduce("SUM", result["total"], axis=None)),
+                         float(solo_losses(outputs, targets, config)["total"]), terms=FOCAL_TERMS, depth=CHAIN,
+                         what="total under MirroredStrategy")

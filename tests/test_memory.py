@@ -72,8 +72,13 @@ def test_updates_in_turn_give_the_same_weights_and_are_chained():
 
     plain, plain_graph, _ = sgd_step(False)
     chained, graph, optimizer = sgd_step(True)
+    from tolerances import assert_close_float32
+
     for a, b in zip(chained, plain):
-        np.testing.assert_allclose(a, b, rtol=1e-6)
+        # The same arithmetic, only ordered by control edges: at most a reordered global norm (of
+        # 12 + 5 + 4 = 21 gradient entries) over two steps, relative to the largest weight. An update
+        # applied twice or skipped would move a weight by lr x gradient ~ 1e-2.
+        assert_close_float32(a, b, terms=21, depth=2, what="weights updated in turn")
     assert "update_step" not in vars(optimizer)  # the wrapper is gone after the step
 
     def gated(g):  # ops waiting for a read of the weight updated before them

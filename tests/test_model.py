@@ -11,6 +11,7 @@ from solo_lib.config import SOLOConfig
 from solo_lib.model.dynamic import dynamic_conv, gather_kernels
 from solo_lib.model.head import coordinate_channels
 from solo_lib.model.solov2 import SOLOv2, build_model, normalize_images, pad_to_multiple, split_levels
+from tolerances import assert_close_float32
 
 TINY = SOLOConfig.tiny(4)
 
@@ -49,14 +50,17 @@ def test_unpadded_odd_sizes_still_run(tiny_model):
 
 def test_category_prior_and_sigmoid_scores_at_init(tiny_model):
     bias = tiny_model.head.category_out.bias.numpy()
-    np.testing.assert_allclose(bias, -math.log(99), rtol=1e-6)
+    np.testing.assert_allclose(bias, -math.log(99), rtol=1e-6)  # a float32 constant: < 1 ulp (1.2e-7)
     probs = tf.sigmoid(tiny_model(images(1, 64, 64))["category"]).numpy()
+    # Not rounding: random weights spread the logits around the bias, so the mean probability sits
+    # near 0.01 but not on it; a missing prior bias would give ~0.5.
     assert abs(probs.mean() - 0.01) < 0.005  # the prior: almost every cell starts as background
 
 
 def test_coordinate_channels():
     c = coordinate_channels(tf.zeros((2, 3, 5, 7))).numpy()
     assert c.shape == (2, 3, 5, 2)
+    # Exact (default rtol 1e-7, under an ulp): multiples of 1/2 are exact in float32.
     np.testing.assert_allclose(c[0, 0, :, 0], np.linspace(-1, 1, 5))  # x along the width
     np.testing.assert_allclose(c[1, :, 4, 1], np.linspace(-1, 1, 3))  # y along the height
 
@@ -67,16 +71,22 @@ def test_dynamic_conv_matches_an_explicit_loop():
     kernels = rng.normal(size=(2, 30, 8)).astype(np.float32)
     cells = np.array([[3, 3, 29], [0, 7, 1]], np.int32)
     got = dynamic_conv(feature, gather_kernels(kernels, cells)).numpy()
+    want, size = np.zeros(got.shape), np.zeros(got.shape)
     for b in range(2):
         for k, cell in enumerate(cells[b]):
             for y in range(6):
                 for x in range(5):
-                    want = sum(float(feature[b, y, x, e]) * float(kernels[b, cell, e]) for e in range(8))
-                    assert abs(got[b, k, y, x] - want) < 1e-4
+                    products = [float(feature[b, y, x, e]) * float(kernels[b, cell, e]) for e in range(8)]
+                    want[b, k, y, x], size[b, k, y, x] = sum(products), sum(map(abs, products))
+    # float32 8-term dot products against float64. A dot product can cancel, so the rounding is
+    # relative to the largest sum of |products| (~1e-5 absolute); a wrong kernel or pixel is off by O(1).
+    assert_close_float32(got, want, terms=8, scale=size.max(), what="dynamic conv")
 
 
 def test_caffe_normalization_is_the_resnet_preprocessing():
     x = images(2, 4, 5)
+    # The same float32 subtraction (and division) on both sides, element-wise: equal to an ulp; rtol
+    # 1e-6 is ~8 ulps. A wrong channel order or mean is off by > 1e-2 relative.
     np.testing.assert_allclose(normalize_images(x, "caffe").numpy(),
                                keras.applications.resnet.preprocess_input(x.copy()), rtol=1e-6)
     np.testing.assert_allclose(normalize_images(x, "unit").numpy(), x / 255.0, rtol=1e-6)

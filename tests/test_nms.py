@@ -67,12 +67,17 @@ def test_matches_the_paper_loop(kernel, filter_thr, nms_pre, max_num):
     got_scores, got_labels, got_masks, got_inds = matrix_nms(
         masks, labels, scores, kernel=kernel, sigma=2.0, filter_thr=filter_thr, nms_pre=nms_pre, max_num=max_num)
     np.testing.assert_array_equal(got_inds.numpy(), want_inds)
+    # No long sums: intersections are exact integer counts in float32 (a 0/1 matmul), then a division,
+    # an exp and a product per score, against float64. A few ulps: rtol 1e-5 (~80 ulps) leaves room;
+    # atol 1e-7 (~1 ulp of the inputs, scores <= 0.95) is for linear-kernel scores decayed to ~0.
+    # A wrong IoU or compensation changes scores by > 1e-2.
     np.testing.assert_allclose(got_scores.numpy(), want_scores, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(got_labels.numpy(), labels[want_inds])
     np.testing.assert_array_equal(got_masks.numpy(), masks[want_inds])
     if filter_thr == 0.99:
         assert len(want_inds) == 0  # nothing passes: empty but well-formed
     else:
+        # Not a rounding tolerance: some score must decay visibly (>= 1e-3), far above float32 noise.
         assert np.any(want_scores < scores[want_inds] - 1e-3), "the example should decay some scores"
 
 
@@ -80,11 +85,12 @@ def test_keep_inds_index_the_inputs_and_scores_only_decay():
     masks, labels, scores = random_instances(seed=3)
     got_scores, got_labels, got_masks, keep = (t.numpy() for t in matrix_nms(masks, labels, scores))
     assert sorted(keep) == list(range(len(scores)))  # nothing filtered: a permutation of the inputs
-    assert np.all(got_scores <= scores[keep] + 1e-7)
+    assert np.all(got_scores <= scores[keep] + 1e-7)  # float64 scores rounded to float32: < 1 ulp (6e-8)
     assert np.all(np.diff(got_scores) <= 0)  # sorted by decayed score
     np.testing.assert_array_equal(got_labels, labels[keep])
     np.testing.assert_array_equal(got_masks, masks[keep])
     top = np.argmax(scores)  # the best mask never decays
+    # Its float32 copy: half an ulp (6e-8 relative), within approx's default rel 1e-6.
     assert got_scores[list(keep).index(top)] == pytest.approx(scores[top])
 
 
@@ -92,6 +98,7 @@ def test_precomputed_area_and_input_dtypes():
     masks, labels, scores = random_instances(seed=5)
     plain = matrix_nms(masks.astype(bool), labels, scores)
     with_area = matrix_nms(masks.astype(np.float32), labels, scores, mask_area=masks.sum((1, 2)))
+    # Areas are exact integers in float32 either way: the same scores to an ulp (rtol 1e-6 ~ 8 ulps).
     np.testing.assert_allclose(plain[0].numpy(), with_area[0].numpy(), rtol=1e-6)
     np.testing.assert_array_equal(plain[3].numpy(), with_area[3].numpy())
     assert plain[2].dtype == tf.bool and with_area[2].dtype == tf.float32 and plain[1].dtype == tf.int64
@@ -105,6 +112,8 @@ def test_sigma_convention_on_a_hand_computed_pair():
     scores, labels = np.array([0.8, 0.9]), np.array([1, 1])
     got, _, _, keep = matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0)
     # Paper: exp(-iou^2 / 0.5) = exp(-0.5); code: exp(-2.0 * iou^2); the same number.
+    # Closed forms here and below: IoU 4/8 is exact, exp and a product round by a few float32 ulps
+    # (eps 1.2e-7), so rtol 1e-6 (~8 ulps); the other sigma convention would give 0.8 * exp(-0.125).
     np.testing.assert_allclose(got.numpy(), [0.9, 0.8 * math.exp(-0.5)], rtol=1e-6)  # 0.48522
     np.testing.assert_array_equal(keep.numpy(), [1, 0])
     got_linear = matrix_nms(masks, labels, scores, kernel="linear")[0]
@@ -130,10 +139,10 @@ def test_linear_kernel_with_duplicates_stays_finite():
     got, keep = got.numpy(), keep.numpy()
     assert np.all(np.isfinite(got))
     by_input = dict(zip(keep, got))
-    assert by_input[0] == pytest.approx(0.9)
+    assert by_input[0] == pytest.approx(0.9)  # float32 0.9: half an ulp, within approx's rel 1e-6
     assert by_input[1] == 0.0 and by_input[2] == 0.0  # duplicates of the best mask
     iou = 4 / (9 + 16 - 4)  # the fourth mask decays by the best one only
-    assert by_input[3] == pytest.approx(0.6 * (1 - iou), rel=1e-6)
+    assert by_input[3] == pytest.approx(0.6 * (1 - iou), rel=1e-6)  # closed form: a few float32 ulps
     assert np.all(np.isfinite(matrix_nms(masks, labels, scores, kernel="gaussian")[0].numpy()))
 
 
@@ -153,6 +162,8 @@ def test_inside_tf_function_with_unknown_n():
     masks, labels, scores = random_instances(seed=7)
     graph, eager = nms(masks, labels, scores), matrix_nms(masks, labels, scores, kernel="linear", filter_thr=0.3,
                                                           nms_pre=20, max_num=8)
+    # Element-wise math on exact integer intersections: graph and eager agree to an ulp or two
+    # (rtol 1e-6 ~ 8 ulps); scores are >= 0.3 (filter_thr), so relative is the right measure.
     np.testing.assert_allclose(graph[0].numpy(), eager[0].numpy(), rtol=1e-6)
     np.testing.assert_array_equal(graph[3].numpy(), eager[3].numpy())
     assert nms(masks[:0], labels[:0], scores[:0])[0].shape == (0,)

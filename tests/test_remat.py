@@ -16,8 +16,20 @@ from solo_lib.data.coco import load_sample_dataset
 from solo_lib.losses import solo_losses
 from solo_lib.model.remat import checkpointed, checkpointed_chain, checkpointed_in_turn
 from solo_lib.model.solov2 import SOLOv2, build_model
+from tolerances import EPS32, assert_close_float32
 
 TINY = SOLOConfig.tiny(4)
+
+# Remat replays the forward pass, and with it the plain model's closed-form GroupNorm gradient
+# becomes Keras' autodiff one (solo_lib.model.norm): the same numbers added in other orders, so
+# results agree to float32 rounding (tests/tolerances.py), never bit for bit. The sizes below set
+# the bounds: the longest sum behind one element and the number of such sums in a row.
+# conv_bn_relu blocks on (2, 12, 12, 4): 3x3x8 = 72-term convolutions, but BatchNorm statistics and
+# weight gradients sum over B x H x W = 288 positions; 3 blocks forward, 3 back.
+BLOCK_TERMS, BLOCK_DEPTH = 2 * 12 * 12, 6
+# The tiny model on 128 x 128: weight gradients of the stride-2 stem sum over 2 x 64 x 64 positions;
+# forward 8 backbone + 2 FPN + 3 head convolutions in a row, and as many back.
+TINY_GRAD_TERMS, TINY_DEPTH = 2 * 64 * 64, 13
 
 
 def conv_bn_relu(channels, name):
@@ -44,11 +56,12 @@ def loss_and_grads(fn, variables, x):
     return float(loss), [g.numpy() for g in grads]
 
 
-def assert_grads_close(a, b):
+def assert_grads_close(a, b, *, terms, depth):
+    """Every gradient within float32 rounding of its plain twin, relative to its own largest entry
+    (an entry near zero is judged by the size of its tensor, as its rounding error is)."""
     assert len(a) == len(b)
-    for ga, gb in zip(a, b):
-        scale = max(1e-6, float(np.abs(gb).max()))
-        np.testing.assert_allclose(ga / scale, gb / scale, atol=2e-5)
+    for i, (ga, gb) in enumerate(zip(a, b)):
+        assert_close_float32(ga, gb, terms=terms, depth=depth, what=f"gradient {i} {gb.shape}")
 
 
 @pytest.mark.parametrize("kind", ["chain", "in_turn", "single"])
@@ -94,10 +107,13 @@ def test_primitives_match_plain_backprop_and_update_batchnorm_once(kind):
     after_remat = [s.numpy() for s in stats]
 
     assert any(not np.allclose(a, b) for a, b in zip(after_plain, start))  # the statistics did move
-    np.testing.assert_allclose(loss_remat, loss_plain, rtol=1e-5)
-    assert_grads_close(grads_remat, grads_plain)
+    # The loss sums 2 x 12 x 12 x 8 = 2304 outputs (terms); its inputs are 3 blocks deep.
+    assert_close_float32(loss_remat, loss_plain, terms=2304, depth=3, what="loss")
+    assert_grads_close(grads_remat, grads_plain, terms=BLOCK_TERMS, depth=BLOCK_DEPTH)
     for a, b in zip(after_remat, after_plain):  # updated once (twice would be momentum^2 decay)
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        # A statistic updated twice would differ by about momentum^2 = 25 % of its change: a bound of
+        # ~1e-4 relative (means over 288 positions, 3 blocks deep) is far below that.
+        assert_close_float32(a, b, terms=BLOCK_TERMS, depth=3, what="BatchNorm moving statistic")
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +149,11 @@ def test_tiny_model_step_matches_plain_step(sample_batch):
     plain, remat = twin_models(TINY)
     loss_plain, grads_plain = solo_loss_and_grads(plain, sample_batch)
     loss_remat, grads_remat = solo_loss_and_grads(remat, sample_batch)
-    np.testing.assert_allclose(loss_remat, loss_plain, rtol=1e-5)
+    # The loss: a focal sum over 2 x 976 cells x 4 classes of outputs TINY_DEPTH layers deep.
+    assert_close_float32(loss_remat, loss_plain, terms=2 * 976 * 4, depth=TINY_DEPTH, what="loss")
     assert len(grads_remat) == len(remat.trainable_variables) > 20
-    assert_grads_close(grads_remat, grads_plain)
+    # Twice TINY_DEPTH: the error of the forward pass, then that of the backward pass.
+    assert_grads_close(grads_remat, grads_plain, terms=TINY_GRAD_TERMS, depth=2 * TINY_DEPTH)
 
 
 def test_resnet_backbone_step_matches_plain_step_and_batchnorm_statistics():
@@ -152,26 +170,36 @@ def test_resnet_backbone_step_matches_plain_step_and_batchnorm_statistics():
 
     loss_plain, grads_plain = backbone_grads(plain)
     loss_remat, grads_remat = backbone_grads(remat)
-    np.testing.assert_allclose(loss_remat, loss_plain, rtol=1e-4)
-    assert_grads_close(grads_remat, grads_plain)
-    moved = [not np.allclose(a.numpy(), b) for a, b in zip(stats(plain), start)]
+    # ResNet-50: up to 3 x 3 x 512 = 4608-term convolutions (conv5), 50 of them in a row; the loss
+    # sums the four stages' outputs (largest C2, 16 x 16 x 256 = 65536 terms).
+    terms, depth = 3 * 3 * 512, 50
+    assert_close_float32(loss_remat, loss_plain, terms=65536, depth=depth, what="loss")
+    assert_grads_close(grads_remat, grads_plain, terms=terms, depth=2 * depth)
+    moved = [not np.allclose(a.numpy(), b) for a, b in zip(stats(plain), start)]  # a real move, not rounding
     assert sum(moved) > len(moved) // 3
     for a, b in zip(stats(remat), stats(plain)):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+        assert_close_float32(a.numpy(), b.numpy(), terms=terms, depth=depth, what=f"BatchNorm statistic {a.path}")
 
 
 def test_compiled_train_function_trains_like_the_plain_one(sample_batch):
     """``Model.fit``'s step (``train_function``): losses and weights after two SGD steps agree."""
     plain, remat = twin_models(TINY)
+    start = [w.numpy() for w in plain.weights]
     for model in (plain, remat):
         model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, global_clipnorm=35.0))
         model.make_train_function()
     losses = {id(m): [float(m.train_function([sample_batch])["loss"]) for _ in range(2)] for m in (plain, remat)}
-    np.testing.assert_allclose(losses[id(remat)], losses[id(plain)], rtol=1e-4)
-    # atol 1e-5: the plain model's GroupNorm has the closed-form gradient, the checkpointed one
-    # Keras' (solo_lib.model.norm); after two steps they differ by float32 rounding (~4e-6 at most).
-    for a, b in zip(remat.weights, plain.weights):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+    # The second loss is computed with weights one step apart, so twice the depth of the first.
+    assert_close_float32(losses[id(remat)], losses[id(plain)], terms=2 * 976 * 4, depth=2 * TINY_DEPTH,
+                         what="losses of two steps")
+    # The plain model's GroupNorm has the closed-form gradient, the checkpointed one Keras'
+    # (solo_lib.model.norm). Compare what two steps did to each weight, relative to the size of
+    # that change (two steps of gradient rounding), plus one float32 ulp of the weight itself, as
+    # the final w - lr * v rounds to it. A weight left out of an update, or updated twice, would
+    # be off by a whole step, hundreds of times the bound.
+    for a, b, w0 in zip(remat.weights, plain.weights, start):
+        assert_close_float32(a.numpy() - w0, b.numpy() - w0, terms=TINY_GRAD_TERMS, depth=2 * 2 * TINY_DEPTH,
+                             atol=EPS32 * np.abs(w0).max(), what=f"change of {a.path} in two steps")
 
 
 def test_remat_model_saves_loads_and_predicts_like_a_plain_one(tmp_path):
@@ -182,15 +210,20 @@ def test_remat_model_saves_loads_and_predicts_like_a_plain_one(tmp_path):
     assert isinstance(loaded, SOLOv2) and loaded.config.remat and loaded.config == TINY.replace(remat=True)
     assert len(loaded.weights) == len(plain.weights)  # no weight saved twice by the checkpoint pieces
     x = np.random.default_rng(2).uniform(0, 255, (1, 64, 96, 3)).astype(np.float32)
-    # atol 1e-5: GroupNorm computes in a different order with remat (solo_lib.model.norm).
+    # GroupNorm computes in a different order with remat (solo_lib.model.norm): outputs agree to float32
+    # rounding of TINY_DEPTH layers of up to 3 x 3 x 128 = 1152-term convolutions, judged against each
+    # output's largest value (one element near zero once failed a relative tolerance on another CPU).
     for model in (remat, loaded):
         for key, value in plain(x).items():
-            np.testing.assert_allclose(model(x)[key].numpy(), value.numpy(), rtol=1e-5, atol=1e-5)
+            assert_close_float32(model(x)[key].numpy(), value.numpy(), terms=3 * 3 * 128, depth=TINY_DEPTH,
+                                 what=f"{key} of the {'loaded' if model is loaded else 'remat'} model")
     # The weights are those of the plain model: they load into one.
     remat.save_weights(tmp_path / "remat.weights.h5")
     other = build_model(TINY, (64, 64))
     other.load_weights(tmp_path / "remat.weights.h5")
-    np.testing.assert_allclose(other(x)["kernel"].numpy(), plain(x)["kernel"].numpy(), rtol=1e-5, atol=1e-6)
+    # Same class, same weights, same kernels: only run-to-run rounding could differ (one layer's worth).
+    assert_close_float32(other(x)["kernel"].numpy(), plain(x)["kernel"].numpy(), terms=3 * 3 * 128,
+                         what="kernel of a plain model with the remat model's weights")
 
 
 def test_remat_must_be_a_bool():

@@ -313,6 +313,7 @@ def test_round_trip_iou_of_aligned_squares():
     masks[0, 4:8, 8:12] = 1  # one stride-4 target pixel: its bilinear tent is >= 0.5 on 12 of 16 pixels
     masks[1, 4:36, 4:36] = 1  # 32 x 32: only the four corner pixels fall below 0.5 (0.625^2)
     masks[2, 9, 9] = 1  # one pixel: no target pixel at all
+    # Exact (default rtol 1e-7): ratios of pixel counts with power-of-two denominators.
     np.testing.assert_allclose(round_trip_iou(masks, 4), [12 / 16, 1020 / 1024, 0.0])
     np.testing.assert_allclose(round_trip_iou(masks[:2, :37, :38], 4), [12 / 16, 1020 / 1024])  # canvas padding
     assert round_trip_iou(np.zeros((0, 8, 8)), 4).shape == (0,)

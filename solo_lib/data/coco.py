@@ -2,16 +2,20 @@
 
 A COCO file has three lists: ``images`` (id, file_name, height, width), ``categories``
 (id, name) and ``annotations`` (id, image_id, category_id, segmentation, iscrowd, ...).
-A segmentation is either a list of polygons ``[[x0, y0, x1, y1, ...], ...]`` or a run-length
-encoding (RLE): uncompressed ``{"counts": [int, ...], "size": [h, w]}`` (COCO uses it for crowd
-regions) or compressed ``{"counts": "string", "size": [h, w]}``. pycocotools turns all three
-into one compressed RLE and then into a binary mask; we use it for exactly that.
+A segmentation is a list of polygons or a run-length encoding (RLE);
+:mod:`solo_lib.data.segmentation` validates and rasterises it. Images are read with
+:func:`solo_lib.data.images.load_rgb_image`, as displayed (EXIF orientation applied), so every
+size (COCO ``height``/``width``) is that of the oriented image.
 
 COCO category ids are not contiguous (1..90 with gaps in COCO 2017); the model predicts
 contiguous labels ``0..C-1``. :class:`CategoryMap` maps both ways, in ascending id order.
 
 Crowd annotations (``iscrowd: 1``) mark regions of many objects. They are kept in each
 :class:`Sample` with ``iscrowd=True`` so an evaluator can use them, and training targets skip them.
+
+Every record is validated when a file is opened; a record that cannot be used raises a
+:class:`~solo_lib.errors.DatasetError` naming the file, the record and what to do, and a record
+that is repaired or skipped is counted in one :class:`~solo_lib.errors.DatasetWarning`.
 """
 
 from __future__ import annotations
@@ -26,9 +30,20 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
-from pycocotools import mask as mask_utils
 
+# images.py and segmentation.py were split off this module; what callers imported from here
+# still imports from here (hence the names this module does not use itself).
+from solo_lib.data.images import ORIENTATION_TAG, image_to_rgb8, load_rgb_image, oriented_size  # noqa: F401
+from solo_lib.data.segmentation import (  # noqa: F401
+    _clean_segmentation,
+    check_rle,
+    decode_segmentation,
+    is_finite,
+    is_int,
+    is_number,
+    polygon_area,
+    rle_counts_from_string,
+)
 from solo_lib.errors import DatasetError, DatasetWarning
 
 _EXAMPLES = 3  # how many offending ids a warning lists
@@ -55,15 +70,32 @@ class CategoryMap:
         Raises:
             DatasetError: a category without id or name, or a duplicated id.
         """
+        if not isinstance(categories, list):
+            raise DatasetError(f"{source}: 'categories' must be a list of {{'id', 'name'}} records, "
+                               f"got {type(categories).__name__}")
+        if not categories:
+            raise DatasetError(f"{source}: 'categories' is empty; a dataset without classes cannot be trained or "
+                               "evaluated: list each class as {'id': 1, 'name': '...'}")
         pairs = []
         for index, cat in enumerate(categories):
             if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
                 raise DatasetError(f"{source}: categories[{index}] needs an 'id' and a 'name', got {cat!r}")
-            pairs.append((int(cat["id"]), str(cat["name"])))
+            if not is_int(cat["id"]):
+                raise DatasetError(f"{source}: categories[{index}] ({cat['name']!r}) has id {cat['id']!r}; "
+                                   "a category id must be an integer")
+            if not isinstance(cat["name"], str) or not cat["name"].strip():
+                raise DatasetError(f"{source}: category id {cat['id']} has name {cat['name']!r}; "
+                                   "a category name must be a non-empty string")
+            pairs.append((int(cat["id"]), cat["name"]))
         ids = [cat_id for cat_id, _ in pairs]
         duplicated = sorted({cat_id for cat_id in ids if ids.count(cat_id) > 1})
         if duplicated:
             raise DatasetError(f"{source}: category id(s) {duplicated} appear more than once")
+        names = [name for _, name in pairs]
+        same_name = sorted({name for name in names if names.count(name) > 1})
+        if same_name:
+            raise DatasetError(f"{source}: category name(s) {same_name} appear more than once; give each class "
+                               "one category (merge them, or rename one)")
         pairs.sort()
         return cls(tuple(p[0] for p in pairs), tuple(p[1] for p in pairs))
 
@@ -148,42 +180,26 @@ def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
     return boxes
 
 
-def load_rgb_image(path: Path, *, what: str = "image") -> np.ndarray:
-    """Reads an image file as ``(H, W, 3)`` uint8 RGB.
+def read_json(path: Path, what: str = "annotation file") -> object:
+    """Reads a UTF-8 JSON file; every way it can fail is a DatasetError naming ``path``.
 
-    EXIF orientation is applied (as LabelMe does when it shows the image to the annotator);
-    grayscale, palette and RGBA images become RGB (alpha is dropped, as
-    ``tf.io.decode_image(channels=3)`` does, so streaming and in-memory pipelines agree).
-
-    Raises:
-        DatasetError: the file is missing or is not an image.
+    Args:
+        path: the file.
+        what: what the file is, for the messages ("annotation file", "LabelMe file").
     """
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB"))
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: {what} file not found") from None
-    except (OSError, Image.DecompressionBombError) as err:
-        raise DatasetError(f"{path}: cannot read {what}: {err}") from None
-
-
-def polygon_area(flat_xy: np.ndarray) -> float:
-    """Area of a polygon given as ``[x0, y0, x1, y1, ...]`` (shoelace formula)."""
-    x, y = flat_xy[0::2], flat_xy[1::2]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-
-
-def _load_json(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
-        raise DatasetError(f"{path}: annotation file not found") from None
+        raise DatasetError(f"{path}: {what} not found") from None
     except json.JSONDecodeError as err:
         raise DatasetError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
     except UnicodeDecodeError as err:
-        raise DatasetError(f"{path}: not UTF-8 text ({err})") from None
+        raise DatasetError(f"{path}: not UTF-8 text ({err}); save it as UTF-8 JSON") from None
+    except ValueError as err:  # e.g. an integer with thousands of digits
+        raise DatasetError(f"{path}: cannot parse ({err})") from None
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read the {what}: {err}") from None
 
 
 def resolve_inside(root: Path, relative: str, *, source: str, start: Path | None = None) -> Path:
@@ -229,7 +245,7 @@ class CocoDataset:
     def __init__(self, annotation_file: str | os.PathLike, image_dir: str | os.PathLike, *, check_files: bool = True):
         self.annotation_file = Path(annotation_file)
         self.image_dir = Path(image_dir)
-        data = _load_json(self.annotation_file)
+        data = read_json(self.annotation_file)
         src = str(self.annotation_file)
         if not isinstance(data, dict) or "images" not in data or "categories" not in data:
             raise DatasetError(f"{src}: a COCO file needs top-level 'images' and 'categories' lists")
@@ -243,44 +259,80 @@ class CocoDataset:
 
     def _check_images(self, images: list, check_files: bool) -> dict[int, dict]:
         src, by_id = self.annotation_file, {}
+        if not isinstance(images, list):
+            raise DatasetError(f"{src}: 'images' must be a list of image records, got {type(images).__name__}")
+        if not images:
+            raise DatasetError(f"{src}: 'images' is empty; list each image as "
+                               "{'id', 'file_name', 'height', 'width'}")
         for index, img in enumerate(images):
             missing = [k for k in ("id", "file_name", "height", "width") if not isinstance(img, dict) or k not in img]
             if missing:
                 raise DatasetError(f"{src}: images[{index}] lacks {missing}")
+            if not is_int(img["id"]):
+                raise DatasetError(f"{src}: images[{index}] has id {img['id']!r}; an image id must be an integer")
             image_id = int(img["id"])
+            where = f"{src}: image id {image_id}"
             if image_id in by_id:
                 raise DatasetError(f"{src}: image id {image_id} appears more than once")
-            path = resolve_inside(self.image_dir, img["file_name"], source=f"{src}, image id {image_id}")
+            for key in ("height", "width"):
+                if not is_int(img[key]) or img[key] <= 0:
+                    raise DatasetError(f"{where}: {key} is {img[key]!r}; it must be a positive integer, the "
+                                       "image's size in pixels after EXIF orientation (e.g. 480, not \"480\")")
+            if not isinstance(img["file_name"], str) or not img["file_name"]:
+                raise DatasetError(f"{where}: file_name is {img['file_name']!r}; it must be the image's path "
+                                   "relative to the image folder")
+            path = resolve_inside(self.image_dir, img["file_name"], source=where)
             if check_files and not path.is_file():
-                raise DatasetError(f"{src}: image id {image_id}: file {path} not found")
+                raise DatasetError(f"{where}: file {path} not found")
             by_id[image_id] = dict(img, _path=path)
         return by_id
 
     def _check_annotations(self, annotations: list) -> dict[int, list[dict]]:
         src = self.annotation_file
+        if not isinstance(annotations, list):
+            raise DatasetError(f"{src}: 'annotations' must be a list (use [] for none), got "
+                               f"{json.dumps(annotations) if annotations is None else type(annotations).__name__}")
         by_image: dict[int, list[dict]] = {image_id: [] for image_id in self._images}
         known = set(self.categories.coco_ids)
-        degenerate, clipped = [], []
+        first_index: dict[int, int] = {}
+        degenerate, clipped, empty = [], [], []
         for index, ann in enumerate(annotations):
             ann_id = ann.get("id", f"#{index}") if isinstance(ann, dict) else f"#{index}"
             where = f"{src}: annotation id {ann_id}"
             if not isinstance(ann, dict) or any(k not in ann for k in ("id", "image_id", "category_id", "segmentation")):
                 raise DatasetError(f"{where} needs 'id', 'image_id', 'category_id' and 'segmentation'")
+            for key in ("id", "image_id", "category_id"):
+                if not is_int(ann[key]):
+                    raise DatasetError(f"{src}: annotations[{index}] (annotation id {ann_id!r}) has {key} "
+                                       f"{ann[key]!r}; it must be an integer")
+            if ann_id in first_index:
+                raise DatasetError(f"{where} appears more than once (annotations[{first_index[ann_id]}] and "
+                                   f"annotations[{index}]); give every annotation its own id")
+            first_index[ann_id] = index
             if ann["image_id"] not in self._images:
                 raise DatasetError(f"{where} points at image id {ann['image_id']}, which is not in 'images'")
             if ann["category_id"] not in known:
                 raise DatasetError(f"{where} has category id {ann['category_id']}, which is not in 'categories'")
+            iscrowd = ann.get("iscrowd", 0)
+            if iscrowd not in (0, 1) or not (is_int(iscrowd) or isinstance(iscrowd, bool)):
+                raise DatasetError(f"{where}: iscrowd is {iscrowd!r}; it must be 0 (one object) or 1 (a crowd region)")
             img = self._images[ann["image_id"]]
             segm, n_bad, was_clipped = _clean_segmentation(ann["segmentation"], img["height"], img["width"], where)
             if n_bad:
                 degenerate.append(ann_id)
             if was_clipped:
                 clipped.append(ann_id)
-            if segm is None:  # every polygon of this annotation was degenerate
-                continue
-            by_image[ann["image_id"]].append(dict(ann, segmentation=segm))
+            if segm is None:
+                if not n_bad:
+                    empty.append(ann_id)
+                continue  # nothing left to draw
+            cleaned = dict(ann, segmentation=segm)
+            if "iscrowd" in ann:
+                cleaned["iscrowd"] = int(iscrowd)
+            by_image[ann["image_id"]].append(cleaned)
         _warn_counted(src, "annotations had polygons with fewer than 3 points or zero area; those polygons were skipped", degenerate)
         _warn_counted(src, "annotations had polygon points outside the image; they were clipped to the image", clipped)
+        _warn_counted(src, "annotations had an empty segmentation ([]); they were skipped", empty)
         return by_image
 
     # -- access -----------------------------------------------------------------------------
@@ -336,8 +388,11 @@ class CocoDataset:
         info = self._images[image_id]
         image = load_rgb_image(info["_path"], what=f"image id {image_id}")
         if image.shape[:2] != (info["height"], info["width"]):
-            raise DatasetError(f"{info['_path']}: image id {image_id} is {image.shape[1]}x{image.shape[0]} (WxH) "
-                               f"but {self.annotation_file} says {info['width']}x{info['height']}")
+            hint = ("; after its EXIF orientation: COCO height/width must be those of the image as displayed"
+                    if image.shape[:2] == (info["width"], info["height"]) else "")
+            raise DatasetError(f"{info['_path']}: image id {image_id} is {image.shape[1]}x{image.shape[0]} (WxH)"
+                               f"{hint} but {self.annotation_file} says {info['width']}x{info['height']}; "
+                               "fix the record or the file")
         return image
 
     def sample(self, image_id: int) -> Sample:
@@ -375,66 +430,6 @@ class CocoDataset:
                 coco.createIndex()
             self._coco = coco
         return self._coco
-
-
-def _clean_segmentation(segm, height: int, width: int, where: str):
-    """Validates one segmentation; returns ``(cleaned, n_degenerate_polygons, clipped)``.
-
-    ``cleaned`` is None when every polygon was degenerate.
-
-    Raises:
-        DatasetError: a segmentation that is neither polygons nor RLE, or an RLE whose size
-            differs from the image's.
-    """
-    if isinstance(segm, dict):
-        if "counts" not in segm or "size" not in segm:
-            raise DatasetError(f"{where}: an RLE segmentation needs 'counts' and 'size'")
-        if list(segm["size"]) != [height, width]:
-            raise DatasetError(f"{where}: RLE size {segm['size']} differs from the image's [height, width] "
-                               f"[{height}, {width}]")
-        if isinstance(segm["counts"], list) and sum(segm["counts"]) != height * width:
-            raise DatasetError(f"{where}: uncompressed RLE counts sum to {sum(segm['counts'])}, "
-                               f"expected height*width = {height * width}")
-        return segm, 0, False
-    if not isinstance(segm, list):
-        raise DatasetError(f"{where}: segmentation must be a list of polygons or an RLE dict, got {type(segm).__name__}")
-    kept, bad, clipped = [], 0, False
-    for poly in segm:
-        try:
-            xy = np.asarray(poly, np.float64).reshape(-1)
-        except (TypeError, ValueError):
-            raise DatasetError(f"{where}: a polygon must be a flat list of numbers [x0, y0, x1, y1, ...]") from None
-        if xy.size % 2 or xy.size < 6 or polygon_area(xy) == 0.0:
-            bad += 1
-            continue
-        lo, hi = np.zeros_like(xy), np.tile([width, height], xy.size // 2).astype(np.float64)
-        if np.any(xy < lo) or np.any(xy > hi):
-            clipped = True
-            xy = np.clip(xy, lo, hi)
-        kept.append(xy.tolist())
-    return (kept or None), bad, clipped
-
-
-def decode_segmentation(segm, height: int, width: int) -> np.ndarray:
-    """Rasterises a COCO segmentation (polygons, uncompressed or compressed RLE) with pycocotools.
-
-    Args:
-        segm: a list of flat polygons, or an RLE dict.
-        height: image height.
-        width: image width.
-
-    Returns:
-        ``(height, width)`` uint8 mask in {0, 1}; the union of all polygons.
-    """
-    if isinstance(segm, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
-    elif isinstance(segm["counts"], list):
-        rle = mask_utils.frPyObjects(segm, height, width)  # uncompressed -> compressed
-    else:
-        rle = segm
-        if isinstance(rle["counts"], str):
-            rle = dict(rle, counts=rle["counts"].encode("ascii"))
-    return mask_utils.decode(rle).astype(np.uint8)
 
 
 def sample_dataset_paths(split: str) -> tuple[Path, Path]:

@@ -23,11 +23,21 @@ rather than silently dropped, and ``area``/``bbox`` come from the pycocotools ma
 computes them from a Pillow-drawn mask, which can differ by a pixel along edges). LabelMe's
 script, as published, overwrites a rectangle's 4 corners with its 2 raw points (an
 ``if``/``else`` that should be ``elif``); we write the 4 corners it intends.
+
+Images are seen as LabelMe shows them: LabelMe applies a photo's EXIF orientation when it loads
+it, so its points, ``imageHeight`` and ``imageWidth`` refer to the oriented image. The COCO
+``height``/``width`` written here are those oriented sizes too, and
+``solo_lib.data.images.load_rgb_image`` applies the same orientation, so masks and pixels stay aligned.
+
+Nothing is written until everything has been read and checked: an image embedded as
+``imageData`` is saved only once every file converted, and :func:`convert_labelme` (the
+command line) refuses an output path that is one of its inputs.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import math
@@ -36,10 +46,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
-from solo_lib.data.coco import polygon_area, resolve_inside
+from solo_lib.data.coco import read_json, resolve_inside
+from solo_lib.data.images import image_to_rgb8, oriented_size
+from solo_lib.data.segmentation import is_finite, is_int, is_number, polygon_area
 from solo_lib.errors import DatasetError, DatasetWarning
 
 IGNORE_LABEL = "__ignore__"
@@ -60,6 +72,10 @@ def read_labels_file(path: str | os.PathLike) -> list[str]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise DatasetError(f"{path}: labels file not found") from None
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: labels file is not UTF-8 text ({err}); save it as UTF-8") from None
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read the labels file: {err}") from None
     names, first_line = [], {}
     for number, line in enumerate(lines, start=1):
         name = line.strip()
@@ -97,9 +113,15 @@ def circle_polygon(center: tuple[float, float], on_circle: tuple[float, float]) 
 
 
 def shape_to_polygon(shape: dict) -> np.ndarray:
-    """One LabelMe shape (polygon, rectangle or circle) as ``(n, 2)`` polygon vertices."""
+    """One LabelMe shape (polygon, rectangle or circle) as ``(n, 2)`` polygon vertices.
+
+    Raises:
+        ValueError: a rectangle or circle without its two points.
+    """
     points = np.asarray(shape["points"], np.float64).reshape(-1, 2)
     kind = shape.get("shape_type") or "polygon"
+    if kind in ("rectangle", "circle") and len(points) < 2:
+        raise ValueError(f"a {kind} needs 2 points, got {len(points)}")
     if kind == "rectangle":
         (x1, y1), (x2, y2) = points[:2]
         x1, x2 = sorted((x1, x2))
@@ -111,90 +133,147 @@ def shape_to_polygon(shape: dict) -> np.ndarray:
 
 
 def _load_labelme_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DatasetError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    """Reads one LabelMe file and checks the fields the converter uses."""
+    data = read_json(path, "LabelMe file")
+    if isinstance(data, dict) and "images" in data and "annotations" in data:
+        raise DatasetError(f"{path}: this is a COCO file (perhaps an earlier output of the converter), not a "
+                           "LabelMe file; move it out of the LabelMe folder")
     if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
         raise DatasetError(f"{path}: not a LabelMe file (no 'shapes' list)")
+    for key in ("imagePath", "imageData"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise DatasetError(f"{path}: {key} is a {type(data[key]).__name__}; it must be a string or null")
     if not data.get("imagePath") and not data.get("imageData"):
         raise DatasetError(f"{path}: neither 'imagePath' nor 'imageData' is set, so the image is unknown")
+    for key in ("imageHeight", "imageWidth"):
+        value = data.get(key)
+        if value is not None and (not is_int(value) or value <= 0):
+            raise DatasetError(f"{path}: {key} is {value!r}; it must be a positive integer (pixels) or null")
+    for index, shape in enumerate(data["shapes"]):
+        if not isinstance(shape, dict):
+            raise DatasetError(f"{path}: shape {index} is a {type(shape).__name__}, not a shape record")
+        label = shape.get("label")
+        if not isinstance(label, str) or not label:
+            raise DatasetError(f"{path}: shape {index} has label {label!r}; a label must be a non-empty string")
+        if shape.get("group_id") is not None and not is_int(shape["group_id"]):
+            raise DatasetError(f"{path}: shape {index} ({label!r}) has group_id {shape['group_id']!r}; "
+                               "it must be an integer or null")
     return data
 
 
-def _image_record(path: Path, data: dict, image_dir: Path) -> tuple[str, int, int]:
+def _check_points(shape: dict, where: str) -> None:
+    """Every point of a shape is a pair of finite numbers (NaN would pass every comparison and
+    make pycocotools allocate a mask of billions of pixels)."""
+    points = shape.get("points")
+    if not isinstance(points, list) or not all(isinstance(p, list) and len(p) == 2 for p in points):
+        raise DatasetError(f"{where}: points must be a list of [x, y] pairs, got {points!r}")
+    for i, point in enumerate(points):
+        for v in point:
+            if not is_number(v):
+                raise DatasetError(f"{where}: point {i} is {point!r}; coordinates must be numbers")
+            if not is_finite(v):
+                raise DatasetError(f"{where}: point {i} is {point!r}; every coordinate must be a finite number: "
+                                   "fix or delete that point in LabelMe")
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What a conversion read and would write: checked in full before anything is written."""
+
+    inputs: dict[Path, str] = dataclasses.field(default_factory=dict)  # resolved path -> what it is
+    images: dict[Path, tuple[bytes, str, str]] = dataclasses.field(default_factory=dict)
+    # embedded images to write: resolved target -> (file bytes, the JSON embedding it, a note on re-encoding)
+
+
+def _embedded_image(path: Path, data: dict, target: Path) -> tuple[bytes, int, int, str]:
+    """Decodes ``imageData``; returns ``(bytes to write at target, height, width, note)``.
+
+    The bytes are written as embedded when they already are in the format ``target``'s
+    extension names (lossless; an EXIF orientation tag stays, and readers apply it). Otherwise
+    the oriented image is re-encoded in that format, as RGB for JPEG (which cannot hold alpha):
+    the COCO ``file_name`` stays LabelMe's ``imagePath``.
+    """
+    try:
+        raw = base64.b64decode(data["imageData"])
+        with Image.open(io.BytesIO(raw)) as img:
+            width, height = oriented_size(img)
+            wanted = Image.registered_extensions().get(target.suffix.lower())
+            if wanted is None or wanted == img.format:
+                return raw, height, width, ""
+            oriented = ImageOps.exif_transpose(img)
+            if wanted == "JPEG" and oriented.mode not in ("RGB", "L"):
+                oriented = Image.fromarray(image_to_rgb8(oriented, source=f"{path}: imageData"))
+            buffer = io.BytesIO()
+            oriented.save(buffer, format=wanted, **({"quality": 95} if wanted == "JPEG" else {}))
+            return buffer.getvalue(), height, width, f" (re-encoded from {img.format} {img.mode} to {wanted})"
+    except DatasetError:
+        raise
+    except UnidentifiedImageError:
+        raise DatasetError(f"{path}: embedded imageData is not an image in a format Pillow reads; re-save the "
+                           "file in LabelMe or set imagePath to the image file") from None
+    except (OSError, ValueError, SyntaxError, KeyError) as err:  # binascii.Error is a ValueError
+        raise DatasetError(f"{path}: embedded imageData is not an image ({err}); re-save the file in LabelMe "
+                           "or set imagePath to the image file") from None
+
+
+def _image_record(path: Path, data: dict, image_dir: Path, plan: _Plan) -> tuple[str, int, int]:
     """Finds the image of one LabelMe file; returns ``(file_name, height, width)``.
 
-    ``file_name`` is relative to ``image_dir``. An image given only as embedded ``imageData``
-    is written to ``image_dir`` under the name of ``imagePath`` (or of the JSON file).
+    ``file_name`` is relative to ``image_dir``; height and width are those of the image after
+    its EXIF orientation (see the module docstring). An image given only as embedded
+    ``imageData`` is added to ``plan`` to be written to ``image_dir`` under the name of
+    ``imagePath`` (or of the JSON file); nothing is written here.
     """
     image_path = data.get("imagePath") or (path.stem + ".png")
     target = resolve_inside(image_dir, image_path, start=path.parent, source=str(path))  # relative to the JSON
     if target.is_file():
         try:
             with Image.open(target) as img:
-                width, height = img.size
-        except OSError as err:
+                width, height = oriented_size(img)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
             raise DatasetError(f"{path}: cannot read image {target}: {err}") from None
+        plan.inputs.setdefault(target, f"the image of {path.name}")
+    elif target.exists():
+        raise DatasetError(f"{path}: image path {target} is not a file; fix imagePath")
     elif data.get("imageData"):
-        try:
-            with Image.open(io.BytesIO(base64.b64decode(data["imageData"]))) as img:
-                width, height = img.size
-                target.parent.mkdir(parents=True, exist_ok=True)
-                img.save(target)
-        except (OSError, ValueError) as err:
-            raise DatasetError(f"{path}: embedded imageData is not an image: {err}") from None
-        warnings.warn(f"{path}: wrote the embedded imageData to {target}", DatasetWarning, stacklevel=3)
+        raw, height, width, note = _embedded_image(path, data, target)
+        if target in plan.images and plan.images[target][0] != raw:
+            raise DatasetError(f"{path}: embeds an image for {target} that differs from the one embedded by "
+                               f"{plan.images[target][1]}; give each image its own imagePath")
+        plan.images.setdefault(target, (raw, str(path), note))
+        plan.inputs.setdefault(target, f"the image embedded in {path.name}")
     else:
         raise DatasetError(f"{path}: image {target} not found (imagePath {image_path!r}) and no imageData embedded")
     stated = (data.get("imageHeight"), data.get("imageWidth"))
     if None not in stated and stated != (height, width):
+        hint = ""
+        if stated == (width, height):
+            hint = ("; the image's EXIF orientation turns it, and LabelMe's sizes and points refer to the turned "
+                    "image: re-open the file in LabelMe, or remove the orientation tag if the points were "
+                    "drawn on the unturned pixels")
         raise DatasetError(f"{path}: imageHeight/imageWidth say {stated[0]}x{stated[1]} but {target.name} "
-                           f"is {height}x{width} (HxW)")
+                           f"is {height}x{width} (HxW){hint}")
     return target.relative_to(image_dir.resolve()).as_posix(), height, width
 
 
-def convert_labelme_dir(
-    input_dir: str | os.PathLike,
-    labels_file: str | os.PathLike | None = None,
-    *,
-    image_dir: str | os.PathLike | None = None,
-) -> dict:
-    """Converts every LabelMe ``*.json`` in a folder (sorted by name) into one COCO dict.
-
-    Args:
-        input_dir: folder of LabelMe JSON files.
-        labels_file: optional LabelMe labels file fixing category order (ids 1..C). Without
-            it, categories are the labels found, sorted by name.
-        image_dir: folder the COCO ``file_name`` entries are relative to; defaults to
-            ``input_dir`` (images beside their JSON, as LabelMe saves them).
-
-    Returns:
-        A COCO dict with ``info``, ``licenses``, ``images``, ``annotations``, ``categories``.
-
-    Raises:
-        DatasetError: malformed JSON, a missing image, an image path escaping ``image_dir``,
-            a size mismatch, or a label not in ``labels_file``.
-
-    Warns:
-        DatasetWarning: unsupported shape types (naming file and shape), and one summary per
-        file of degenerate shapes (fewer than 3 points or zero area) and clipped points.
-    """
-    input_dir = Path(input_dir)
-    image_dir = Path(image_dir) if image_dir is not None else input_dir
-    files = sorted(input_dir.glob("*.json"))
+def _convert(input_dir: Path, labels_file, image_dir: Path) -> tuple[dict, _Plan]:
+    """Reads and checks everything; returns the COCO dict and what writing it involves."""
+    plan = _Plan()
+    files = sorted(p for p in input_dir.glob("*.json") if p.is_file())
     if not files:
         raise DatasetError(f"{input_dir}: no LabelMe *.json files found")
+    plan.inputs.update({p.resolve(): "a LabelMe file it reads" for p in files})
     parsed = [(path, _load_labelme_json(path)) for path in files]
     if labels_file is not None:
         names = read_labels_file(labels_file)
+        plan.inputs[Path(labels_file).resolve()] = "the labels file"
     else:
-        names = sorted({s.get("label") for _, d in parsed for s in d["shapes"]} - {IGNORE_LABEL, BACKGROUND_LABEL, None})
+        names = sorted({s["label"] for _, d in parsed for s in d["shapes"]} - {IGNORE_LABEL, BACKGROUND_LABEL})
     cat_id = {name: i + 1 for i, name in enumerate(names)}
 
     images, annotations = [], []
     for image_id, (path, data) in enumerate(parsed, start=1):
-        file_name, height, width = _image_record(path, data, image_dir)
+        file_name, height, width = _image_record(path, data, image_dir, plan)
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
         for label, polygons in _instances(path, data, height, width, cat_id, labels_file):
             rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
@@ -207,13 +286,102 @@ def convert_labelme_dir(
                 "bbox": [float(v) for v in mask_utils.toBbox(rle)],
                 "iscrowd": 0,
             })
-    return {
+    coco = {
         "info": {"description": f"Converted from LabelMe by solo_lib ({input_dir.name})", "version": "1.0"},
         "licenses": [],
         "images": images,
         "annotations": annotations,
         "categories": [{"id": i, "name": name, "supercategory": "object"} for name, i in cat_id.items()],
     }
+    return coco, plan
+
+
+def _write_images(plan: _Plan) -> list[Path]:
+    """Writes the embedded images of ``plan`` (a warning each); on failure removes what it wrote."""
+    written: list[Path] = []
+    for target, (raw, source, note) in plan.images.items():
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(raw)
+        except OSError as err:
+            _remove(written + [target])
+            raise DatasetError(f"{target}: cannot write the image embedded in {source}: {err}; "
+                               "nothing was written") from None
+        written.append(target)
+        warnings.warn(f"{source}: wrote the embedded imageData to {target}{note}", DatasetWarning, stacklevel=3)
+    return written
+
+
+def _remove(paths: list[Path]) -> None:
+    for written in paths:
+        written.unlink(missing_ok=True)
+
+
+def convert_labelme_dir(
+    input_dir: str | os.PathLike,
+    labels_file: str | os.PathLike | None = None,
+    *,
+    image_dir: str | os.PathLike | None = None,
+) -> dict:
+    """Converts every LabelMe ``*.json`` in a folder (sorted by name) into one COCO dict.
+
+    Every file is read and checked before anything is written; images embedded as
+    ``imageData`` (without an image file) are then written beside their JSON.
+
+    Args:
+        input_dir: folder of LabelMe JSON files.
+        labels_file: optional LabelMe labels file fixing category order (ids 1..C). Without
+            it, categories are the labels found, sorted by name.
+        image_dir: folder the COCO ``file_name`` entries are relative to; defaults to
+            ``input_dir`` (images beside their JSON, as LabelMe saves them).
+
+    Returns:
+        A COCO dict with ``info``, ``licenses``, ``images``, ``annotations``, ``categories``.
+
+    Raises:
+        DatasetError: malformed JSON or fields, a missing image, an image path escaping
+            ``image_dir``, a size mismatch, a non-finite point, or a label not in ``labels_file``.
+
+    Warns:
+        DatasetWarning: unsupported shape types (naming file and shape), one summary per file
+        of degenerate shapes (fewer than 3 points or zero area) and clipped points, and each
+        embedded image written.
+    """
+    input_dir = Path(input_dir)
+    coco, plan = _convert(input_dir, labels_file, Path(image_dir) if image_dir is not None else input_dir)
+    _write_images(plan)
+    return coco
+
+
+def convert_labelme(
+    input_dir: str | os.PathLike,
+    output_json: str | os.PathLike,
+    labels_file: str | os.PathLike | None = None,
+    *,
+    image_dir: str | os.PathLike | None = None,
+) -> dict:
+    """:func:`convert_labelme_dir`, then :func:`write_coco_json`, all or nothing (the command line).
+
+    Raises:
+        DatasetError: as :func:`convert_labelme_dir`; or ``output_json`` is one of the inputs
+            (a LabelMe file, the labels file, an image) or a folder; or it cannot be written.
+            Nothing on disk has changed when it raises.
+    """
+    input_dir, output = Path(input_dir), Path(output_json)
+    if output.is_dir():
+        raise DatasetError(f"{output}: is a folder; give the path of the COCO JSON file to write")
+    coco, plan = _convert(input_dir, labels_file, Path(image_dir) if image_dir is not None else input_dir)
+    for path, what in plan.inputs.items():
+        if output.resolve() == path or (output.exists() and path.exists() and os.path.samefile(output, path)):
+            raise DatasetError(f"{output}: refusing to overwrite {what}: it is an input of this conversion; "
+                               "choose another OUTPUT_JSON (e.g. outside the LabelMe folder); nothing was written")
+    written = _write_images(plan)
+    try:
+        write_coco_json(coco, output)
+    except OSError as err:
+        _remove(written)
+        raise DatasetError(f"{output}: cannot write the COCO file: {err}; nothing was written") from None
+    return coco
 
 
 def _instances(path: Path, data: dict, height: int, width: int, cat_id: dict, labels_file) -> list:
@@ -221,20 +389,21 @@ def _instances(path: Path, data: dict, height: int, width: int, cat_id: dict, la
     groups: dict[tuple, list] = {}
     degenerate, clipped = [], []
     for index, shape in enumerate(data["shapes"]):
-        label, kind = shape.get("label"), shape.get("shape_type") or "polygon"
+        label, kind = shape["label"], shape.get("shape_type") or "polygon"
         where = f"{path}: shape {index} ({kind} {label!r})"
         if label == IGNORE_LABEL:
             continue  # a region to ignore, never an instance (LabelMe's rule)
         if kind not in SUPPORTED_SHAPES:
             warnings.warn(f"{where}: shape type {kind!r} is not an instance outline "
-                          f"(supported: {', '.join(SUPPORTED_SHAPES)}); skipped", DatasetWarning, stacklevel=3)
+                          f"(supported: {', '.join(SUPPORTED_SHAPES)}); skipped", DatasetWarning, stacklevel=4)
             continue
         if label not in cat_id:
             raise DatasetError(f"{where}: label {label!r} is not in {labels_file}; add it there or fix the label")
+        _check_points(shape, where)
         try:
             poly = shape_to_polygon(shape)
-        except (TypeError, ValueError, IndexError):
-            raise DatasetError(f"{where}: points must be a list of [x, y] pairs, got {shape.get('points')!r}") from None
+        except ValueError as err:
+            raise DatasetError(f"{where}: {err}; fix the shape in LabelMe") from None
         flat = poly.reshape(-1)
         if len(poly) < 3 or polygon_area(flat) == 0.0:
             degenerate.append(index)
@@ -247,10 +416,10 @@ def _instances(path: Path, data: dict, height: int, width: int, cat_id: dict, la
         groups.setdefault(key, []).append(inside.reshape(-1).tolist())
     if degenerate:
         warnings.warn(f"{path}: {len(degenerate)} shape(s) with fewer than 3 points or zero area skipped "
-                      f"(shape indices {degenerate})", DatasetWarning, stacklevel=3)
+                      f"(shape indices {degenerate})", DatasetWarning, stacklevel=4)
     if clipped:
         warnings.warn(f"{path}: {len(clipped)} shape(s) had points outside the {width}x{height} image; "
-                      f"clipped (shape indices {clipped})", DatasetWarning, stacklevel=3)
+                      f"clipped (shape indices {clipped})", DatasetWarning, stacklevel=4)
     return [(key[0], polys) for key, polys in groups.items()]
 
 
@@ -266,5 +435,9 @@ def write_coco_json(coco: dict, path: str | os.PathLike) -> None:
         else:
             parts.append(f'  "{key}": ' + json.dumps(value))
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("{\n" + ",\n".join(parts) + "\n}\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text("{\n" + ",\n".join(parts) + "\n}\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

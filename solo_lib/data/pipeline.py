@@ -23,6 +23,7 @@ import tensorflow as tf
 from solo_lib.config import SOLOConfig
 from solo_lib.data import augment as aug
 from solo_lib.data.coco import CocoDataset
+from solo_lib.errors import ConfigError
 from solo_lib.targets import image_targets
 
 SAMPLE_SIGNATURE = {
@@ -40,8 +41,47 @@ def streaming_source(dataset: CocoDataset) -> tf.data.Dataset:
     return tf.data.Dataset.from_generator(lambda: (s.to_dict() for s in dataset), output_signature=SAMPLE_SIGNATURE)
 
 
-def in_memory_source(dataset: CocoDataset) -> tf.data.Dataset:
-    """Samples decoded once, now, and served from memory."""
+def decoded_bytes(dataset: CocoDataset) -> int:
+    """Bytes that decoding the whole dataset into memory takes, from its records alone (nothing is
+    read): per image ``height * width * 3`` (RGB) plus ``height * width`` per instance mask, uint8."""
+    total = 0
+    for image_id in dataset.image_ids:
+        info = dataset.image_info(image_id)
+        pixels = int(info["height"]) * int(info["width"])
+        total += pixels * (3 + len(dataset.annotations(image_id)))
+    return total
+
+
+def check_memory_budget(dataset: CocoDataset, memory_budget_mb: float | None) -> None:
+    """Fails, before anything is decoded, when :func:`decoded_bytes` exceeds ``memory_budget_mb``
+    MiB (None: no limit).
+
+    Raises:
+        ConfigError: over budget; the message gives the estimate and says to stream instead.
+    """
+    if memory_budget_mb is None:
+        return
+    need_mb = decoded_bytes(dataset) / 2**20
+    if need_mb > memory_budget_mb:
+        raise ConfigError(
+            f"{dataset.annotation_file}: decoding its {len(dataset)} images into memory would take about "
+            f"{need_mb:,.0f} MB (RGB images plus one mask per instance, uint8), above the memory budget of "
+            f"{memory_budget_mb:,.0f} MB; stream the images from disk instead (train --stream, or "
+            f"TrainConfig(in_memory=False)), or raise the budget (--memory-budget-mb, TrainConfig.memory_budget_mb)")
+
+
+def in_memory_source(dataset: CocoDataset, *, memory_budget_mb: float | None = None) -> tf.data.Dataset:
+    """Samples decoded once, now, and served from memory.
+
+    Args:
+        dataset: the images.
+        memory_budget_mb: refuse (before decoding anything) when :func:`decoded_bytes` exceeds
+            this many MiB; None: no limit.
+
+    Raises:
+        ConfigError: the decoded dataset would not fit in ``memory_budget_mb``.
+    """
+    check_memory_budget(dataset, memory_budget_mb)
     samples = [s.to_dict() for s in dataset]
     return tf.data.Dataset.from_generator(lambda: iter(samples), output_signature=SAMPLE_SIGNATURE)
 
@@ -112,7 +152,7 @@ def training_dataset(source: tf.data.Dataset, config: SOLOConfig, *, canvas: tup
         pairs and masks padded per batch (``pos_valid`` is 0 on padding, 1 on real pairs).
     """
     if canvas[0] % 32 or canvas[1] % 32:
-        raise ValueError(f"canvas {canvas} must be a multiple of 32 in both dimensions")
+        raise ConfigError(f"canvas {canvas} must be a multiple of 32 in both dimensions")
     augment = augment or aug.AugmentConfig(crop_size=canvas)
     if augment.crop_size is None or augment.crop_size[0] > canvas[0] or augment.crop_size[1] > canvas[1]:
         augment = aug.AugmentConfig(**{**augment.__dict__, "crop_size": canvas})

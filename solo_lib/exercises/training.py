@@ -32,7 +32,7 @@ def _blobs(count: int, height: int, width: int, rng) -> np.ndarray:
 def check_08a_learning_rate(learning_rate) -> str:
     """``learning_rate(step, base, warmup_steps, ratio, boundaries, factor) -> float``: linear
     warm-up from ``ratio * base`` to ``base``, then ``base * factor ** (boundaries passed)``."""
-    from solo_lib.train import WarmupStepDecay
+    from solo_lib.optim import WarmupStepDecay
 
     settings = ((0.01, 20, 0.01, (720,), 0.1), (0.02, 500, 0.001, (8000, 11000), 0.1), (0.1, 1, 0.5, (), 0.5))
     for base, warmup, ratio, boundaries, factor in settings:

@@ -19,6 +19,7 @@ import tensorflow as tf
 from keras import ops
 
 from solo_lib.config import SOLOConfig
+from solo_lib.errors import CheckpointError, ConfigError
 from solo_lib.losses import solo_losses
 from solo_lib.memory import one_update_at_a_time
 from solo_lib.model.backbone import Backbone
@@ -82,12 +83,17 @@ class SOLOv2(keras.Model):
 
     Args:
         config: a ``SOLOConfig`` (or its ``to_dict()``).
+        class_names: the ``num_classes`` names of the classes it learns, indexed by label (the
+            training set's ``class_names``; ``solo_lib.train`` records them). Saved with the
+            model, so resuming, evaluating and predicting can check them; None when unknown
+            (checkpoints written before they were recorded).
     """
 
-    def __init__(self, config: SOLOConfig | dict, **kwargs):
+    def __init__(self, config: SOLOConfig | dict, class_names=None, **kwargs):
         super().__init__(**kwargs)
         self.config = config if isinstance(config, SOLOConfig) else SOLOConfig.from_dict(config)
         c = self.config
+        self.class_names = check_class_names(class_names, c.num_classes)
         self.backbone = Backbone(c.backbone, c.backbone_weights, c.freeze_backbone, groups=c.norm_groups,
                                  remat=c.remat, name="backbone")
         self.fpn = FPN(c.fpn_channels, with_p6=c.num_levels == 5, remat=c.remat, name="fpn")
@@ -95,7 +101,7 @@ class SOLOv2(keras.Model):
                                c.norm_groups, c.prior_prob, remat=c.remat, name="head")
         self.mask_branch = MaskFeatureBranch(c.mask_feature_channels, c.mask_channels, c.norm_groups,
                                              remat=c.remat, name="mask_feature")
-        # Saved with the weights, so a checkpoint knows how far training got (see solo_lib.train).
+        # Saved with the weights, so a checkpoint knows how far training got (see solo_lib.checkpoints).
         self.epochs_done = self.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False,
                                            name="epochs_done")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "category_loss", "mask_loss")}
@@ -141,15 +147,64 @@ class SOLOv2(keras.Model):
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
     def get_config(self):
-        return {**super().get_config(), "config": self.config.to_dict()}
+        names = None if self.class_names is None else list(self.class_names)
+        return {**super().get_config(), "config": self.config.to_dict(), "class_names": names}
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
 
 
-def build_model(config: SOLOConfig, image_size: tuple[int, int] = (256, 256)) -> SOLOv2:
+def check_class_names(class_names, num_classes: int) -> tuple[str, ...] | None:
+    """``class_names`` as a tuple of strings (None stays None).
+
+    Raises:
+        ConfigError: not exactly ``num_classes`` names.
+    """
+    if class_names is None:
+        return None
+    names = tuple(str(n) for n in class_names)
+    if len(names) != num_classes:
+        raise ConfigError(f"{len(names)} class names {list(names)} for a model of {num_classes} classes; "
+                          f"give exactly one name per class")
+    return names
+
+
+def check_classes(model, dataset) -> None:
+    """Fails unless ``model`` predicts ``dataset``'s classes, label for label.
+
+    A model's label ``i`` is the i-th class of the data it was trained on (``CocoDataset`` orders
+    classes by category id). A model with recorded ``class_names`` must have exactly the
+    dataset's names in the same order; one without (older checkpoints, weights files) only the
+    same number of classes.
+
+    Args:
+        model: a ``SOLOv2`` (``class_names`` may be None; ``checkpoint_path`` names it, if set).
+        dataset: a ``CocoDataset`` (``class_names``, ``annotation_file``).
+
+    Raises:
+        CheckpointError: other classes, or the same ones in another order; names both lists.
+    """
+    source = getattr(model, "checkpoint_path", None) or "the model"
+    ours, theirs = getattr(model, "class_names", None), tuple(dataset.class_names)
+    where = getattr(dataset, "annotation_file", "the dataset")
+    if ours is None:
+        if model.config.num_classes != len(theirs):
+            raise CheckpointError(f"{source} predicts {model.config.num_classes} classes but {where} has "
+                                  f"{len(theirs)} {list(theirs)}; use a model trained on these classes")
+        return
+    if tuple(ours) == theirs:
+        return
+    if sorted(ours) == sorted(theirs):
+        raise CheckpointError(f"{source} was trained on the classes {list(ours)} (label order) but {where} lists the "
+                              f"same names in another order {list(theirs)} (by category id); give its categories "
+                              f"the ids of the training set, so each label means the same class")
+    raise CheckpointError(f"{source} was trained on the classes {list(ours)} but {where} has {list(theirs)}; use a "
+                          f"checkpoint trained on these classes (or, for training, a new --out without --resume)")
+
+
+def build_model(config: SOLOConfig, image_size: tuple[int, int] = (256, 256), class_names=None) -> SOLOv2:
     """A SOLOv2 model with its weights created (one forward pass on zeros of ``image_size``)."""
-    model = SOLOv2(config)
+    model = SOLOv2(config, class_names)
     model(ops.zeros((1, *image_size, 3)))
     return model
