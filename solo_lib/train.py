@@ -252,20 +252,22 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
         model.compile(optimizer=make_optimizer(cfg, steps), jit_compile=cfg.jit_compile)
     if cfg.checkpoint_dir:
         check_free_space(cfg.checkpoint_dir, model)
-    # Every check that writes nothing is done: now the folders.
+    # Every check that writes nothing is done: now the folders are created and test-written, and
+    # only when both can be written is anything removed.
     if cfg.checkpoint_dir:
         prepare_output_dir(cfg.checkpoint_dir, "checkpoints", "--out (checkpoint_dir)")
+    if cfg.log_dir:
+        prepare_output_dir(cfg.log_dir, "TensorBoard logs", "--log-dir (log_dir)")
+    if cfg.checkpoint_dir:
         for p in remove_stale_temporaries(cfg.checkpoint_dir):
             print(f"removed {p.name}, a partial checkpoint left by a stopped run", flush=True)
         if not cfg.load_previous_model and cfg.overwrite:
             for p in remove_checkpoints(cfg.checkpoint_dir):
                 print(f"overwrite: removed {p}", flush=True)
-    if cfg.log_dir:
-        prepare_output_dir(cfg.log_dir, "TensorBoard logs", "--log-dir (log_dir)")
     if cfg.load_previous_model:
         print(f"resuming from {Path(model.checkpoint_path).name}: {initial_epoch} epoch(s) done", flush=True)
     if cfg.in_memory:
-        source = pipeline.in_memory_source(dataset, memory_budget_mb=cfg.memory_budget_mb)
+        source = pipeline.in_memory_source(dataset)  # its memory budget was checked above, before any write
     else:
         source = pipeline.streaming_source(dataset)
     data = pipeline.training_dataset(source, model_config, canvas=cfg.canvas, batch_size=cfg.batch_size,

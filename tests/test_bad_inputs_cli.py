@@ -207,6 +207,9 @@ TRAIN_CASES = [
                  ["{data}/a_file/checkpoints: cannot write checkpoints there", "--out"], id="out-not-writable"),
     pytest.param(["train", *QUICK, "--out", "{base}/empty", "--log-dir", "{data}/a_file/logs"],
                  ["{data}/a_file/logs: cannot write TensorBoard logs there", "--log-dir"], id="log-dir-not-writable"),
+    # --overwrite deletes the old checkpoints only once both output folders are known to be writable.
+    pytest.param(["train", *QUICK, "--out", "{ckpt_dir}", "--overwrite", "--log-dir", "{data}/a_file/logs"],
+                 ["{data}/a_file/logs: cannot write TensorBoard logs there"], id="overwrite-keeps-old-run-on-failure"),
 ]
 
 

@@ -105,6 +105,15 @@ def _polygon_array(poly, where: str) -> np.ndarray:
     """
     if not isinstance(poly, list):
         raise DatasetError(f"{where} must be a flat list of numbers [x0, y0, x1, y1, ...], got {poly!r}")
+    # Fast path for what JSON gives for a good polygon (plain ints and floats; bool is another type),
+    # as every polygon of a COCO-sized file passes here; the loop below only names the bad value.
+    if all(type(v) is float or type(v) is int for v in poly):
+        try:
+            xy = np.array(poly, np.float64)
+        except OverflowError:  # an integer beyond float range: named below
+            xy = None
+        if xy is not None and np.isfinite(xy).all():
+            return xy.reshape(-1)
     for i, v in enumerate(poly):
         if not is_number(v):
             raise DatasetError(f"{where}: coordinate {i} is {v!r}; a polygon must be a flat list of numbers "
