@@ -1,9 +1,10 @@
 """Benchmark 2: the training input pipeline (decode, augment, targets, batch) in images per second.
 
 The datasets are built exactly as ``solo_lib.train.train`` builds them (``bench/setups.py``), on
-the sample dataset's train split: the ``tiny`` set-up (in-memory source, 256 x 256 canvas, batch 4,
-fixed paddings) and the ``paper`` set-up (streaming source: decoded from disk on demand, 480 x 480
-canvas, batch 2). After ``warmup`` batches (the shuffle buffer fills, autotuning settles), each
+the sample dataset's train split: the ``tiny`` set-up (in-memory source, image scale (256, 256) on
+a 256 x 256 canvas, batch 4, fixed paddings) and the ``paper`` set-up (streaming source: decoded
+from disk on demand, every image enlarged to the image scale (480, 480) on a 480 x 480 canvas,
+batch 2). After ``warmup`` batches (the shuffle buffer fills, autotuning settles), each
 timed run pulls ``batches`` batches back to back; images/s = images / median run time. The consumer
 does nothing, so the prefetch buffer stays empty and the rate is the producer's.
 
@@ -54,7 +55,8 @@ def run(ctx) -> list[Result]:
             versus = f" (no step figure: {type(error).__name__})"
         rows.append(Result(
             "pipeline", f"{case}, {'in-memory' if cfg.in_memory else 'streaming'}",
-            f"sample train split (12 images <= 256 px), canvas {cfg.canvas[0]}x{cfg.canvas[1]}, "
+            f"sample train split (12 images <= 256 px), image scale {model_config.image_scale[0]}x"
+            f"{model_config.image_scale[1]}, canvas {images.shape[1]}x{images.shape[2]}, "
             f"batch {cfg.batch_size}, {batches} batches per run",
             f"{images_per_s:.1f} img/s{versus}", metrics, target,
             timing=timing.to_dict(per=per_run),

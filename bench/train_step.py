@@ -59,7 +59,7 @@ def build_step(case: str):
     batch = (tf.constant(images), {k: tf.constant(v) for k, v in targets.items()})
 
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(model_config, cfg.canvas)
+    model = build_model(model_config)  # as train builds it; the batch's canvas follows from the image scale
     model.compile(optimizer=make_optimizer(cfg, steps_per_epoch(dataset, cfg.batch_size)), jit_compile=cfg.jit_compile)
     model.optimizer.build(model.trainable_variables)
     model.make_train_function()
@@ -144,7 +144,7 @@ def rows_for(case: str, step: dict) -> list[Result]:
     details = {k: v for k, v in step.items() if k not in ("timing", "efficiency")}
     details["method"] = ("model.train_function([batch]) on one fixed batch from the real pipeline; "
                          "median of the timed steps after the first call and warm-up; compile_s = first call - median")
-    # Issue 5: the paper preset at 480x480, batch 2 must peak under 2 GB, with or without gradient
+    # Issue 5: the paper preset on a 480x480 canvas, batch 2 must peak under 2 GB, with or without gradient
     # checkpointing (no target on the tiny preset or on XLA).
     target = Target("peak_rss_steps_mb", "<", 2000.0, "peak < 2 GB") if case in PAPER_PRESET else None
     return [Result("train_step", case, f"{setups.DESCRIPTIONS[case]}; {step['inputs']}", figure, metrics, target,

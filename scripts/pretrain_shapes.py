@@ -59,8 +59,9 @@ def main(count: int = 192, epochs: int = 40) -> None:
                                 "seeds": [PRETRAINING_FIRST_SEED, PRETRAINING_FIRST_SEED + count - 1],
                                 "made_by": "scripts/make_sample_data.py pretraining_specs()"},
             "recipe": {"optimizer": cfg.optimizer, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size,
-                       "canvas": list(cfg.canvas), "decay_epochs": list(cfg.decay_epochs),
-                       "scale_range": list(cfg.augment.scale_range)},
+                       "image_scale": list(model.config.image_scale), "decay_epochs": list(cfg.decay_epochs),
+                       "scale_range": list(cfg.augment.scale_range),
+                       **({"short_sides": list(cfg.short_sides)} if cfg.short_sides else {})},
             "epochs": epochs, "steps": int(model.optimizer.iterations.numpy()), "train_seconds": round(seconds),
             "loss_every_epoch": [round(float(x), 4) for x in curves["loss"]],
             "sample_train_as_is": {"mask_ap": round(as_is.ap, 4), "mask_ap50": round(as_is.ap50, 4)}}

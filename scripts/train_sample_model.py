@@ -37,7 +37,9 @@ def main(epochs: int = 300) -> None:
     last = curve.points[-1]
     info = {"config": model.config.to_dict(),
             "recipe": {"optimizer": cfg.optimizer, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size,
-                       "canvas": list(cfg.canvas), "decay_epochs": list(cfg.decay_epochs), "jit_compile": cfg.jit_compile},
+                       "image_scale": list(model.config.image_scale), "decay_epochs": list(cfg.decay_epochs),
+                       "jit_compile": cfg.jit_compile,
+                       **({"short_sides": list(cfg.short_sides)} if cfg.short_sides else {})},
             "epochs": epochs, "steps": epochs * steps_per_epoch, "train_seconds": round(curve.seconds),
             "final_loss": round(float(history.history["loss"][-1]), 4),
             "train_mask_ap": last["mask_ap"], "train_mask_ap50": last["mask_ap50"],

@@ -27,10 +27,19 @@ from pathlib import Path
 from solo_lib.errors import ConfigError, SoloError
 
 # TrainConfig fields -> the train options that set them, for error messages.
-TRAIN_OPTIONS = {"epochs": "--epochs", "batch_size": "--batch-size", "canvas": "--canvas",
+TRAIN_OPTIONS = {"epochs": "--epochs", "batch_size": "--batch-size", "short_sides": "--short-sides",
                  "steps_per_epoch": "--steps-per-epoch", "optimizer": "--optimizer", "learning_rate": "--lr",
                  "warmup_steps": "--warmup-steps", "decay_epochs": "--decay-epochs",
                  "checkpoint_every": "--checkpoint-every", "memory_budget_mb": "--memory-budget-mb"}
+# SOLOConfig fields (and the short sides checked against them) -> the train options that set them.
+MODEL_OPTIONS = {"image_scale": "--image-scale", "backbone_weights": "--backbone-weights",
+                 "short_sides": "--short-sides"}
+
+
+def _with_options(err: ConfigError, options: dict, prefix: str, replacement: str) -> ConfigError:
+    """``err`` with the field names in ``options`` replaced by the options the user typed."""
+    message = str(err).replace(prefix, replacement)
+    return ConfigError(re.sub(r"\b(" + "|".join(options) + r")\b", lambda m: options[m.group(1)], message))
 
 
 def _convert_labelme(args: argparse.Namespace) -> int:
@@ -78,12 +87,14 @@ def _train(args: argparse.Namespace) -> int:
     if args.overwrite and args.resume:
         raise ConfigError("--overwrite deletes the checkpoints in --out, --resume continues from them: choose one")
     from solo_lib.config import SOLOConfig
+    from solo_lib.data.pipeline import check_short_sides
     from solo_lib.train import TrainConfig, train
 
     defaults = TrainConfig()
     try:
         cfg = TrainConfig(
-            epochs=args.epochs, batch_size=args.batch_size, canvas=tuple(args.canvas),
+            epochs=args.epochs, batch_size=args.batch_size,
+            short_sides=tuple(args.short_sides) if args.short_sides else None,
             steps_per_epoch=args.steps_per_epoch, optimizer=args.optimizer,
             learning_rate=args.lr if args.lr is not None else defaults.learning_rate,
             warmup_steps=args.warmup_steps, decay_epochs=tuple(args.decay_epochs),
@@ -92,15 +103,23 @@ def _train(args: argparse.Namespace) -> int:
             pretrained=args.pretrained, overwrite=args.overwrite, in_memory=not args.stream,
             memory_budget_mb=args.memory_budget_mb)
     except ConfigError as err:  # name the options the user typed, not the fields
-        raise ConfigError(re.sub(r"\b(" + "|".join(TRAIN_OPTIONS) + r")\b", lambda m: TRAIN_OPTIONS[m.group(1)],
-                                 str(err).replace("invalid TrainConfig: ", "invalid train option: "))) from None
+        raise _with_options(err, TRAIN_OPTIONS, "invalid TrainConfig: ", "invalid train option: ") from None
+    model_options = {}
+    if args.image_scale is not None:
+        model_options["image_scale"] = tuple(args.image_scale)
+    if args.backbone_weights is not None:
+        model_options["backbone_weights"] = args.backbone_weights
+    if args.resume and model_options and args.preset is None:
+        raise ConfigError("--image-scale and --backbone-weights describe the model of a fresh run; a resumed run keeps "
+                          "its checkpoint's: leave them out with --resume")
     dataset = _dataset(args.annotations, args.images, "train")
-    if args.resume:
-        model_config = None  # the checkpoint's, unless --preset says otherwise (then train checks they agree)
-        if args.preset is not None:
-            model_config = getattr(SOLOConfig, args.preset)(dataset.num_classes)
-    else:
-        model_config = getattr(SOLOConfig, args.preset or "tiny")(dataset.num_classes)
+    model_config = None  # resuming: the checkpoint's, unless --preset says otherwise (then train checks they agree)
+    try:
+        if args.preset is not None or not args.resume:
+            model_config = getattr(SOLOConfig, args.preset or "tiny")(dataset.num_classes, **model_options)
+            check_short_sides(cfg.short_sides, model_config)  # train checks it too; here the options are known
+    except ConfigError as err:
+        raise _with_options(err, MODEL_OPTIONS, "invalid SOLOConfig: ", "invalid model option: ") from None
     model, history = train(model_config, cfg, dataset)
     print(f"trained {int(model.epochs_done.numpy())} epoch(s); checkpoints in {args.out}")
     return 0
@@ -216,8 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "--preset is an error)")
     train.add_argument("--epochs", type=int, default=12, help="epochs in total, counting those already done")
     train.add_argument("--batch-size", type=int, default=4)
-    train.add_argument("--canvas", type=int, nargs=2, default=(256, 256), metavar=("H", "W"),
-                       help="batch canvas, multiples of 32 (default 256 256)")
+    train.add_argument("--image-scale", type=int, nargs=2, metavar=("LONG", "SHORT"),
+                       help="resize every image, keeping its aspect ratio, so that its long side is at most LONG and "
+                            "its short side at most SHORT, in training and at inference (default: the preset's, "
+                            "tiny 256 256, paper_r50 1333 800)")
+    train.add_argument("--short-sides", type=int, nargs="+", metavar="SIDE",
+                       help="multi-scale training: draw each image's short side from these (the paper's 3x schedule: "
+                            "640 672 704 736 768 800); default: the image scale's")
+    train.add_argument("--backbone-weights", metavar="WEIGHTS",
+                       help="paper_r50: 'imagenet' (downloaded by Keras) or a ResNet50 weights file; then, as the "
+                            "paper, the stem and stage 1 stay frozen and BatchNorm statistics fixed")
     train.add_argument("--steps-per-epoch", type=int, help="default: one pass over the images")
     train.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     train.add_argument("--lr", type=float, help="learning rate (default 0.01, the paper's for batch 16)")

@@ -28,6 +28,21 @@ class SOLOConfig:
         backbone_weights: ``None`` (random init, the default; nothing is downloaded),
             ``"imagenet"`` (downloads, for users who can), or a path to a weights file.
         freeze_backbone: keep the backbone's weights fixed during training.
+        frozen_stages: backbone stages whose weights stay fixed, mmdetection's ``frozen_stages``:
+            -1 none, 0 the stem, k the stem and stages 1..k (ResNet: conv1, then conv2_x ... conv5_x;
+            the tiny backbone has no separate stem, so 0 freezes nothing and k its stages 1..k).
+            The reference freezes the stem and stage 1 of an ImageNet-pretrained ResNet (1).
+        norm_eval: run the backbone's BatchNorm layers in inference mode while training (moving
+            statistics fixed, scale and offset still trained), mmdetection's ``norm_eval``: batch
+            statistics of 2 images per device are too noisy to keep ImageNet's. No effect on the
+            tiny backbone (GroupNorm).
+        image_scale: ``(long, short)``: every image is resized, keeping its aspect ratio, to the
+            largest size whose long side is at most ``long`` and short side at most ``short``
+            (enlarging or shrinking; ``mmcv.imrescale``'s rule, :func:`solo_lib.data.augment.rescale_size`),
+            in training and at inference. The paper's is (1333, 800). The image is then padded to
+            the canvas of its orientation (:func:`solo_lib.geometry.canvas_size`), on which the
+            S x S grids lie, the same in training and at inference. None: no resizing (only for
+            models saved before this setting existed; training needs a scale).
         normalization: how images are scaled before the backbone (see :data:`NORMALIZATIONS`);
             ImageNet weights need ``"caffe"``, the ResNet50 preprocessing.
         fpn_channels: channels of every FPN output.
@@ -77,6 +92,9 @@ class SOLOConfig:
     backbone: str = "resnet50"
     backbone_weights: str | None = None
     freeze_backbone: bool = False
+    frozen_stages: int = -1
+    norm_eval: bool = False
+    image_scale: tuple[int, int] | None = (1333, 800)
     normalization: str = "caffe"
     fpn_channels: int = 256
     grid_sizes: tuple[int, ...] = (40, 36, 24, 16, 12)
@@ -107,7 +125,17 @@ class SOLOConfig:
         # JSON round trips turn tuples into lists; keep the dataclass hashable and comparable.
         object.__setattr__(self, "grid_sizes", tuple(int(s) for s in self.grid_sizes))
         object.__setattr__(self, "scale_ranges", tuple((float(lo), float(hi)) for lo, hi in self.scale_ranges))
+        if self.image_scale is not None:
+            object.__setattr__(self, "image_scale", tuple(self.image_scale))
         problems = []
+        if self.image_scale is not None and not (
+                len(self.image_scale) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 32
+                                                   for v in self.image_scale)):
+            problems.append(f"image_scale must be (long, short), two integers >= 32, got {self.image_scale}")
+        if not isinstance(self.frozen_stages, int) or not -1 <= self.frozen_stages <= 4:
+            problems.append(f"frozen_stages must be -1 (none), 0 (the stem) or 1-4, got {self.frozen_stages!r}")
+        if not isinstance(self.norm_eval, bool):
+            problems.append(f"norm_eval must be True or False, got {self.norm_eval!r}")
         if self.num_classes < 1:
             problems.append(f"num_classes must be >= 1, got {self.num_classes}")
         if not 1 <= len(self.grid_sizes) == len(self.scale_ranges) <= 5:
@@ -167,12 +195,19 @@ class SOLOConfig:
 
     @classmethod
     def paper_r50(cls, num_classes: int, **overrides) -> "SOLOConfig":
-        """SOLOv2 with ResNet-50-FPN, as in the paper (arXiv 2003.10152, §4; Table 8 R50 model)."""
+        """SOLOv2 with ResNet-50-FPN, as in the paper (arXiv 2003.10152, §4; Table 8 R50 model), at
+        the paper's image scale (1333, 800). With pretrained backbone weights (``backbone_weights``
+        given) the backbone is set up as the reference's: stem and stage 1 frozen
+        (``frozen_stages=1``), BatchNorm in inference mode (``norm_eval=True``); from random
+        weights nothing is frozen. Overrides win over both."""
+        if overrides.get("backbone_weights") is not None:
+            overrides = {"frozen_stages": 1, "norm_eval": True, **overrides}
         return cls(num_classes=num_classes, **overrides)
 
     @classmethod
     def tiny(cls, num_classes: int, **overrides) -> "SOLOConfig":
-        """A small SOLOv2 for the 256-px sample dataset on a CPU: a 4-stage hand-sized backbone,
+        """A small SOLOv2 for the 256-px sample dataset on a CPU, at the image scale (256, 256)
+        (every image's long side 256, on a 256 x 256 canvas): a 4-stage hand-sized backbone,
         64-channel FPN, 3 levels (P2-P4), 2 thin convs per branch, E = 64. Scale ranges are the
         paper's first three divided by about 2.4 (its images are ~800 px, ours 256 px), with the
         last level open-ended so the largest objects have a home."""
@@ -180,7 +215,7 @@ class SOLOConfig:
             num_classes=num_classes, backbone="tiny", normalization="unit", fpn_channels=64,
             grid_sizes=(24, 16, 12), scale_ranges=((1, 40), (20, 80), (40, 2048)),
             head_convs=2, head_channels=64, norm_groups=16, mask_feature_channels=32, mask_channels=64,
-            mask_area_scale=0.4,
+            mask_area_scale=0.4, image_scale=(256, 256),
         )
         params.update(overrides)
         return cls(**params)
@@ -199,4 +234,5 @@ class SOLOConfig:
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ConfigError(f"invalid SOLOConfig: unknown field(s) {unknown}")
-        return cls(**data)
+        # Saved before image_scale existed: those models ran on images at their own size.
+        return cls(**{"image_scale": None, **data})

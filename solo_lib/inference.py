@@ -19,6 +19,10 @@ The steps follow the authors' code, WXinlong/SOLO ``SOLOv2Head.get_seg_single`` 
 7. upsample the kept probabilities x4 to the canvas (bilinear), crop the image region (the canvas
    is padded at the bottom and right), resize to the original size, binarise at ``mask_thr``.
 
+Before the network, :func:`preprocess` resizes the image to the model's ``image_scale`` and pads
+it to the canvas of its orientation, exactly as the training pipeline does
+(``solo_lib.geometry``), so every grid cell covers the same part of the image as in training.
+
 Everything is tensor code without Python branching on values (an image with no detection flows
 through as zero-size tensors), so ``postprocess`` also runs inside ``tf.function``.
 """
@@ -31,8 +35,10 @@ import numpy as np
 import tensorflow as tf
 
 from solo_lib.config import SOLOConfig
+from solo_lib.data.augment import resize_image
+from solo_lib.geometry import input_geometry
 from solo_lib.model.dynamic import dynamic_conv, gather_kernels
-from solo_lib.model.solov2 import pad_to_multiple, split_levels
+from solo_lib.model.solov2 import split_levels
 from solo_lib.nms import matrix_nms
 
 
@@ -112,8 +118,8 @@ def postprocess(outputs, config: SOLOConfig, image_size, canvas_size, *, index=0
     fits = 0 < image_size[0] <= upsampled[0] and 0 < image_size[1] <= upsampled[1]
     if tuple(int(v) for v in canvas_size) != upsampled or not fits:
         raise ValueError(f"canvas {tuple(canvas_size)} must be {c.mask_stride} x the mask feature size "
-                         f"({upsampled}) and contain the image {image_size}; pad the image with "
-                         "solo_lib.model.solov2.pad_to_multiple(images, 32) before the model")
+                         f"({upsampled}) and contain the image {image_size}; prepare the image with "
+                         "solo_lib.inference.preprocess(image, config) before the model")
 
     # 1-2. Point NMS, then (cell, class) pairs above score_thr; tf.where lists them row-major.
     scores = category_scores(outputs["category"][index:index + 1], c.grid_sizes)[0]  # (M, C)
@@ -150,8 +156,40 @@ def postprocess(outputs, config: SOLOConfig, image_size, canvas_size, *, index=0
     return {k: v.numpy() for k, v in result.items()} if tf.executing_eagerly() else result
 
 
+def preprocess(image, config: SOLOConfig):
+    """One image as the network's input, the way training prepares it.
+
+    Resizes to ``config.image_scale`` (:func:`solo_lib.data.augment.rescale_size`, with the
+    training pipeline's :func:`~solo_lib.data.augment.resize_image`) and pads at the bottom and
+    right to the canvas of the image's orientation (:func:`solo_lib.geometry.canvas_size`).
+
+    Args:
+        image: ``(H, W, 3)`` RGB image, 0-255 (uint8, or float rounded to uint8 as training's
+            images are).
+        config: the model's ``SOLOConfig``.
+
+    Returns:
+        ``(canvas, resized)``: ``canvas`` a ``(1, Hc, Wc, 3)`` float32 tensor and ``resized`` the
+        ``(h, w)`` of the image region at its top-left.
+
+    Raises:
+        ValueError: ``image`` is not ``(H, W, 3)``.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3 or 0 in image.shape:
+        raise ValueError(f"predict needs one (H, W, 3) RGB image, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        image = np.clip(np.round(image), 0, 255).astype(np.uint8)
+    resized, (hc, wc) = input_geometry(image.shape[0], image.shape[1], config.image_scale)
+    pixels = tf.convert_to_tensor(image)
+    if resized != image.shape[:2]:
+        pixels = resize_image(pixels, resized)
+    canvas = tf.image.pad_to_bounding_box(pixels, 0, 0, hc, wc)
+    return tf.cast(canvas, tf.float32)[None], resized
+
+
 def predict(model, image, config: SOLOConfig | None = None) -> dict:
-    """Instance masks of one image of any size.
+    """Instance masks of one image of any size, at its original size.
 
     Args:
         model: a ``SOLOv2`` model (``solo_lib.model.solov2``).
@@ -167,12 +205,9 @@ def predict(model, image, config: SOLOConfig | None = None) -> dict:
         ValueError: ``image`` is not ``(H, W, 3)``.
     """
     config = model.config if config is None else config
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[-1] != 3 or 0 in image.shape:
-        raise ValueError(f"predict needs one (H, W, 3) RGB image, got shape {image.shape}")
-    canvas = pad_to_multiple(tf.convert_to_tensor(image[None], tf.float32), 32)  # (1, Hc, Wc, 3)
+    canvas, resized = preprocess(image, config)  # (1, Hc, Wc, 3)
     outputs = compiled_forward(model)(canvas)
-    return postprocess(outputs, config, image.shape[:2], tuple(canvas.shape[1:3]))
+    return postprocess(outputs, config, resized, tuple(canvas.shape[1:3]), original_size=np.shape(image)[:2])
 
 
 _FORWARD = weakref.WeakKeyDictionary()  # model -> its inference forward pass as a tf.function

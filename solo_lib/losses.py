@@ -9,10 +9,14 @@ unchanged in SOLOv2, arXiv 2003.10152, and in the journal paper, arXiv 2106.1594
     D(p, q) = 2 sum_xy p_xy q_xy / (sum_xy p_xy^2 + sum_xy q_xy^2)
 
 ``L_cate`` is RetinaNet's sigmoid focal loss (Lin et al., arXiv 1708.02002, Eq. 5) summed over
-every cell of every level and class and divided by ``N_pos + 1``, as the authors' code does
-(WXinlong/SOLO ``SOLOv2Head.loss``: ``avg_factor=num_ins + 1``; mmdetection's SOLOv2 head and
-AdelaiDet's SOLOv2 do the same). Masks are only computed for positive cells: their kernels are
-gathered and applied to the mask feature in one batched einsum (:mod:`solo_lib.model.dynamic`).
+every cell of every level and class and divided by the number of positive *cells* + 1, as the
+authors' code does (WXinlong/SOLO ``SOLOv2Head.loss``: ``avg_factor=num_ins + 1``, where
+``num_ins`` counts the cells flagged in the per-cell boolean ``ins_ind_label``). ``N_pos`` of
+``L_mask`` counts (cell, instance) pairs instead: the reference's ``loss_ins`` is the mean dice
+over every pair. The two differ when instances share a cell (the cell holds one pair per
+instance, but is one positive cell whose category is the later instance's). Masks are only
+computed for the positive pairs: their kernels are gathered and applied to the mask feature in
+one batched einsum (:mod:`solo_lib.model.dynamic`).
 
 Everything here is a pure function of tensors, safe in ``tf.function`` and ``tf.distribute``
 (no Python branching on tensor values). Values are per batch; cross-replica scaling is the
@@ -41,8 +45,8 @@ def focal_loss(category_logits, category_targets, num_classes, alpha=0.25, gamma
         gamma: focusing exponent.
 
     Returns:
-        Scalar float32: the SUM over cells, classes and images (the caller divides by
-        ``num_pos + 1``).
+        Scalar float32: the SUM over cells, classes and images (:func:`solo_losses` divides it
+        by the number of positive cells + 1).
     """
     logits = tf.cast(category_logits, tf.float32)
     # one_hot gives an all-zero row for the out-of-range index C: background is negative for all C.
@@ -99,18 +103,26 @@ def solo_losses(outputs, targets, config):
 
     Returns:
         A dict of float32 scalars: ``total`` = ``category`` + ``config.mask_loss_weight`` *
-        ``mask``, ``category`` (focal sum / (num_pos + 1)), ``mask`` (mean dice over the valid
-        pairs, 0 when there are none) and ``num_pos`` (number of valid pairs in the batch).
+        ``mask``, ``category`` (focal sum / (num_pos_cells + 1)), ``mask`` (mean dice over the
+        valid pairs, 0 when there are none), ``num_pos`` (number of valid pairs in the batch) and
+        ``num_pos_cells`` (number of cells whose category target is a class, ``0 <= c < C``;
+        fewer than ``num_pos`` when instances share cells).
     """
     valid = tf.cast(targets["pos_valid"], tf.bool)  # (B, K)
     num_pos = tf.reduce_sum(tf.cast(valid, tf.float32))
+    category_targets = tf.cast(targets["category"], tf.int32)  # (B, M)
+    positive_cells = (category_targets >= 0) & (category_targets < config.num_classes)
+    num_pos_cells = tf.reduce_sum(tf.cast(positive_cells, tf.float32))
 
-    # L_cate: focal loss over every cell of every level, normalised by N_pos + 1 (WXinlong/SOLO).
-    focal_sum = focal_loss(outputs["category"], targets["category"], config.num_classes,
+    # L_cate: focal loss over every cell of every level, divided by the number of positive cells
+    # + 1, each cell counted once however many instances share it (WXinlong/SOLO SOLOv2Head.loss:
+    # avg_factor = num_ins + 1, num_ins the sum of the per-cell flags ins_ind_label).
+    focal_sum = focal_loss(outputs["category"], category_targets, config.num_classes,
                            alpha=config.focal_alpha, gamma=config.focal_gamma)
-    category = focal_sum / (num_pos + 1.0)
+    category = focal_sum / (num_pos_cells + 1.0)
 
-    # L_mask: masks only for the positive pairs. Padding indices are replaced by 0 so
+    # L_mask: masks only for the positive pairs, averaged over the pairs (WXinlong/SOLO: the mean
+    # of the dice of every (cell, instance) pair). Padding indices are replaced by 0 so
     # that gathers never see an out-of-range index (tf.gather raises on CPU); their dice values
     # are then dropped below.
     cells = tf.where(valid, tf.cast(targets["pos_cells"], tf.int32), 0)  # (B, K)
@@ -124,4 +136,4 @@ def solo_losses(outputs, targets, config):
     mask = tf.reduce_sum(dice) / tf.maximum(num_pos, 1.0)  # mean over valid pairs; 0 if none
 
     total = category + config.mask_loss_weight * mask
-    return {"total": total, "category": category, "mask": mask, "num_pos": num_pos}
+    return {"total": total, "category": category, "mask": mask, "num_pos": num_pos, "num_pos_cells": num_pos_cells}

@@ -48,7 +48,6 @@ class TrainConfig:
     Attributes:
         epochs: epochs in total (12 in the 1x schedule).
         batch_size: global batch (16 in the paper: 2 images on each of 8 GPUs).
-        canvas: ``(height, width)`` of the padded batch canvas, multiples of 32.
         steps_per_epoch: batches per epoch; default one pass over the dataset.
         optimizer: ``"sgd"`` (the paper's) or ``"adam"`` (handy for overfitting quickly).
         learning_rate: base learning rate (0.01 for batch 16; scale linearly with the batch).
@@ -70,7 +69,11 @@ class TrainConfig:
         model_path: the ``.keras`` file to resume from.
         log_dir: TensorBoard log folder; None disables it.
         seed: seeds weights, data order and augmentation.
-        augment: augmentation (its crop size is set to the canvas).
+        augment: augmentation after the resize to the image scale; the paper's is a horizontal
+            flip (``AugmentConfig.paper()``, the default).
+        short_sides: multi-scale training: each image's short side is drawn from these (the
+            reference's 3x schedule: 640, 672, ..., 800; see :meth:`paper_3x`); None: every image
+            at the model's ``image_scale``. At most the short side of the model's scale.
         in_memory: decode the dataset once into memory instead of streaming it from disk.
         memory_budget_mb: with ``in_memory``, refuse to start when decoding the dataset would take
             more than this many MiB (estimated from the image records, before decoding:
@@ -80,7 +83,7 @@ class TrainConfig:
         max_instances: fixed padding of instances per image (see ``pipeline.training_dataset``).
         max_positives: fixed padding of positive pairs per image.
         jit_compile: compile the training step with XLA (best with both fixed paddings set, so
-            it is compiled once).
+            it is compiled once per canvas shape: once for a square image scale, twice otherwise).
         pretrained: start from these weights (a ``.weights.h5`` file with its ``.json`` beside it,
             such as ``data/pretrained/tiny_shapes``; see :func:`load_pretrained`) instead of a
             random initialisation. Ignored when resuming.
@@ -91,7 +94,6 @@ class TrainConfig:
 
     epochs: int = 12
     batch_size: int = 16
-    canvas: tuple[int, int] = (800, 1216)
     steps_per_epoch: int | None = None
     optimizer: str = "sgd"
     learning_rate: float = 0.01
@@ -108,7 +110,8 @@ class TrainConfig:
     model_path: str | None = None
     log_dir: str | None = None
     seed: int = 0
-    augment: aug.AugmentConfig = aug.AugmentConfig()
+    augment: aug.AugmentConfig = aug.AugmentConfig.paper()
+    short_sides: tuple[int, ...] | None = None
     in_memory: bool = True
     max_instances: int | None = None
     max_positives: int | None = None
@@ -122,8 +125,10 @@ class TrainConfig:
         problems = []
         if self.optimizer not in ("sgd", "adam"):
             problems.append(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if len(self.canvas) != 2 or min(self.canvas) < 32 or self.canvas[0] % 32 or self.canvas[1] % 32:
-            problems.append(f"canvas {tuple(self.canvas)} must be two positive multiples of 32 (height, width)")
+        if self.short_sides is not None:
+            object.__setattr__(self, "short_sides", tuple(self.short_sides))
+            if not self.short_sides or not all(isinstance(v, int) and v >= 32 for v in self.short_sides):
+                problems.append(f"short_sides must be integers >= 32 (or None), got {self.short_sides}")
         for name in ("epochs", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -154,13 +159,22 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     @classmethod
+    def paper_3x(cls, **overrides) -> "TrainConfig":
+        """The reference's 3x schedule (``solov2_r50_fpn_8gpu_3x``): 36 epochs, decay after 27
+        and 33, multi-scale training with the short side drawn from 640, 672, ..., 800 per image."""
+        params = dict(epochs=36, decay_epochs=(27, 33), short_sides=(640, 672, 704, 736, 768, 800))
+        params.update(overrides)
+        return cls(**params)
+
+    @classmethod
     def overfit_sample(cls, epochs: int = 300, **overrides) -> "TrainConfig":
         """The recipe of notebook 08 and ``make demo``: memorise the 12 sample training images.
 
         Overfitting is the first test of a new model (the original article's advice): no
         regularisation (no weight decay, flips only), and fixed paddings so the step is traced
-        once. ``max_positives=64`` fits the sample set (at most 53 pairs in one image; a larger
-        image fails with a clear message, see ``pipeline.training_dataset``); padding to 192 made
+        once (the tiny preset's square scale gives one canvas). ``max_positives=64`` fits the
+        sample set (at most 49 pairs in one image at the tiny preset's scale; a larger image fails
+        with a clear message, see ``pipeline.training_dataset``); padding to 192 made
         the mask loss compute 9x the masks it needs. No XLA: with TensorFlow's oneDNN kernels (its
         default on x86) the plain graph is as fast per step on a 2-core CPU and is ready in about
         10 s instead of 20-25 s of XLA compilation. The optimiser is the paper's (SGD, momentum 0.9,
@@ -170,7 +184,7 @@ class TrainConfig:
         products of two unnormalised outputs, a large step pushes them all far below zero, the
         sigmoid saturates and the dice gradient vanishes (mask loss stuck at 1.0).
         """
-        params = dict(epochs=epochs, batch_size=4, canvas=(256, 256), optimizer="sgd", learning_rate=0.01,
+        params = dict(epochs=epochs, batch_size=4, optimizer="sgd", learning_rate=0.01,
                       warmup_steps=20, decay_epochs=(int(epochs * 0.8),), weight_decay=0.0, clip_norm=35.0,
                       augment=aug.AugmentConfig(flip_prob=0.5, brightness_delta=0.0, scale_range=(1.0, 1.0)),
                       checkpoint_dir=None, max_instances=24, max_positives=64, jit_compile=False)
@@ -241,10 +255,11 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
             pretrained_info(cfg.pretrained)
         if cfg.checkpoint_dir and not cfg.overwrite:
             refuse_other_run(cfg.checkpoint_dir)
+    pipeline.check_short_sides(cfg.short_sides, model_config)
     if cfg.in_memory:
         pipeline.check_memory_budget(dataset, cfg.memory_budget_mb)
     if not cfg.load_previous_model:
-        model = build_model(model_config, cfg.canvas, class_names=dataset.class_names)
+        model = build_model(model_config, class_names=dataset.class_names)
         if cfg.pretrained:
             copied = load_pretrained(model, cfg.pretrained, cfg.pretrained_reset)
             reset = ", ".join(cfg.pretrained_reset) or "nothing"
@@ -270,9 +285,10 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
         source = pipeline.in_memory_source(dataset)  # its memory budget was checked above, before any write
     else:
         source = pipeline.streaming_source(dataset)
-    data = pipeline.training_dataset(source, model_config, canvas=cfg.canvas, batch_size=cfg.batch_size,
+    data = pipeline.training_dataset(source, model_config, batch_size=cfg.batch_size,
                                      augment=cfg.augment, seed=cfg.seed, start_step=initial_epoch * steps,
-                                     max_instances=cfg.max_instances, max_positives=cfg.max_positives)
+                                     max_instances=cfg.max_instances, max_positives=cfg.max_positives,
+                                     short_sides=cfg.short_sides)
     # ReleaseFreedMemory: the graph building of the first step leaves 150-200 MB of freed heap resident.
     cbs = [NonFiniteLossGuard(), EpochCounter(), EpochLog(cfg.epochs, log_every), ReleaseFreedMemory()]
     if progress:

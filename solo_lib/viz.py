@@ -281,7 +281,8 @@ def grid_view(sample, config, level: int = 0, instance: int = 0):
 
 
 def grid_explorer(dataset, config):
-    """An ipywidgets explorer over :func:`grid_view` for a ``CocoDataset``.
+    """An ipywidgets explorer over :func:`grid_view` for a ``CocoDataset``, each image shown on
+    its canvas (resized to ``config.image_scale`` and padded, ``solo_lib.geometry.on_canvas``).
 
     Its children are, in order: image index, level and instance sliders. The instance index is
     clamped to the image's last instance. After ``w.children[i].value = ...`` the widget re-runs
@@ -289,12 +290,14 @@ def grid_explorer(dataset, config):
     """
     import ipywidgets as widgets
 
+    from solo_lib.geometry import on_canvas
+
     samples = {}
     most = max([len(dataset.annotations(image_id)) for image_id in dataset.image_ids] + [1])
 
     def show(index=0, level=0, instance=0):
         if index not in samples:
-            samples[index] = dataset[index]
+            samples[index] = on_canvas(dataset[index], config)  # as training sees it
         sample = samples[index]
         instance = min(instance, max(len(sample.labels) - 1, 0))
         fig, targets = grid_view(sample, config, level, instance)
@@ -353,8 +356,9 @@ def nms_view(image, outputs, config, class_names, *, kernel="gaussian", sigma=2.
     chosen Matrix NMS settings. ``sigma = 0`` (gaussian) decays nothing: that is "no NMS".
 
     Args:
-        image: ``(H, W, 3)`` uint8, the image the outputs were computed on (unpadded).
-        outputs: the model's outputs for a batch of one padded canvas.
+        image: ``(H, W, 3)`` uint8, the image the outputs were computed on (before
+            ``solo_lib.inference.preprocess`` resized and padded it).
+        outputs: the model's outputs for that one canvas.
         config: the model's ``SOLOConfig``.
         class_names: names indexed by label.
         kernel: ``"gaussian"`` or ``"linear"``.
@@ -365,11 +369,13 @@ def nms_view(image, outputs, config, class_names, *, kernel="gaussian", sigma=2.
     Returns:
         ``(figure, result)`` with result the post-processed masks, labels and scores.
     """
+    from solo_lib.geometry import input_geometry
     from solo_lib.inference import postprocess
 
     cfg = config.replace(nms_kernel=kernel, nms_sigma=sigma, update_thr=update_thr, score_thr=score_thr)
     canvas = (outputs["mask_feature"].shape[1] * cfg.mask_stride, outputs["mask_feature"].shape[2] * cfg.mask_stride)
-    result = postprocess(outputs, cfg, image.shape[:2], canvas)
+    resized, _ = input_geometry(image.shape[0], image.shape[1], cfg.image_scale)
+    result = postprocess(outputs, cfg, resized, canvas, original_size=image.shape[:2])
     fig, ax = plt.subplots(figsize=(5, 5))
     draw_predictions(ax, image, result, class_names,
                      title=f"{kernel}, sigma {sigma:g}, keep >= {update_thr:g}, score > {score_thr:g}: "
@@ -384,9 +390,9 @@ def nms_explorer(model, image, class_names):
     """
     import ipywidgets as widgets
 
-    from solo_lib.model.solov2 import pad_to_multiple
+    from solo_lib.inference import preprocess
 
-    outputs = model(pad_to_multiple(np.asarray(image, np.float32)[None], 32), training=False)
+    outputs = model(preprocess(image, model.config)[0], training=False)
 
     def show(kernel="gaussian", sigma=2.0, update_thr=0.05, score_thr=0.1):
         fig, result = nms_view(image, outputs, model.config, class_names, kernel=kernel, sigma=sigma,

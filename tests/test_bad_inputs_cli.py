@@ -29,9 +29,12 @@ from solo_lib.model.solov2 import check_classes
 from solo_lib.train import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-# One optimisation step of the tiny preset at a 64 px canvas: enough for a real checkpoint.
-QUICK = ["--epochs", "1", "--batch-size", "2", "--canvas", "64", "64", "--steps-per-epoch", "1",
-         "--optimizer", "adam", "--lr", "0.001", "--warmup-steps", "1"]
+# One optimisation step: enough for a real checkpoint.
+QUICK = ["--epochs", "1", "--batch-size", "2", "--steps-per-epoch", "1", "--optimizer", "adam", "--lr", "0.001",
+         "--warmup-steps", "1"]
+# ... of the tiny preset at a 64 px image scale (a 64 x 64 canvas). Fresh runs only: a resumed run
+# keeps its checkpoint's image scale, and --image-scale with --resume is an error (a case below).
+FRESH = [*QUICK, "--image-scale", "64", "64"]
 
 
 def _craft(source: Path, target: Path, edit) -> Path:
@@ -71,7 +74,7 @@ def world(tmp_path_factory):
     live.write_bytes(b"being written")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        rc = cli.main(["train", *QUICK, "--out", str(ckpt_dir), "--overwrite"])
+        rc = cli.main(["train", *FRESH, "--out", str(ckpt_dir), "--overwrite"])
     facts = {"rc": rc, "stdout": out.getvalue(), "stale_left": stale.exists(), "live_left": live.exists(),
              "files": sorted(p.name for p in ckpt_dir.iterdir())}
     live.unlink()
@@ -187,28 +190,43 @@ TRAIN_CASES = [
                  id="model-path-without-resume"),
     pytest.param(["train", *QUICK, "--resume", "--overwrite"], ["--overwrite", "--resume", "choose one"],
                  id="overwrite-and-resume"),
-    pytest.param(["train", *QUICK, "--canvas", "60", "64"], ["--canvas (60, 64) must be two positive multiples of 32"],
-                 id="canvas-not-multiple-of-32"),
-    pytest.param(["train", *QUICK, "--epochs", "0"], ["--epochs must be >= 1, got 0"], id="epochs-0"),
-    pytest.param(["train", *QUICK, "--batch-size", "-2"], ["--batch-size must be >= 1, got -2"], id="batch-negative"),
-    pytest.param(["train", *QUICK, "--lr", "-1"], ["--lr must be >= 0 and finite, got -1.0"], id="lr-negative"),
-    pytest.param(["train", *QUICK, "--steps-per-epoch", "0"], ["--steps-per-epoch must be >= 1"], id="steps-0"),
-    pytest.param(["train", *QUICK, "--memory-budget-mb", "0"], ["--memory-budget-mb must be > 0"], id="budget-0"),
-    pytest.param(["train", *QUICK, "--annotations", "{two}"], ["--annotations {two} needs --images"],
+    pytest.param(["train", *QUICK, "--image-scale", "64", "16"],
+                 ["invalid model option: --image-scale must be (long, short), two integers >= 32", "got (64, 16)"],
+                 id="image-scale-too-small"),
+    pytest.param(["train", *FRESH, "--short-sides", "32", "96", "--out", "{base}/new"],
+                 ["--short-sides must be integers in [32, 64]", "--image-scale (64, 64)", "got (32, 96)"],
+                 id="short-side-above-the-image-scale"),
+    pytest.param(["train", *FRESH, "--short-sides", "16"], ["--short-sides must be integers >= 32", "got (16,)"],
+                 id="short-side-below-32"),
+    pytest.param(["train", *QUICK, "--resume", "--image-scale", "128", "128", "--out", "{ckpt_dir}"],
+                 ["--image-scale and --backbone-weights describe the model of a fresh run",
+                  "leave them out with --resume"],
+                 id="image-scale-with-resume"),
+    pytest.param(["train", *QUICK, "--epochs", "3", "--resume", "--model-path", "{ckpt}", "--preset", "tiny",
+                  "--image-scale", "128", "128", "--out", "{base}/empty"],
+                 ["{ckpt} was made with another model configuration",
+                  "image_scale: checkpoint [64, 64], given [128, 128]", "leave out --preset"],
+                 id="resume-with-preset-of-another-image-scale"),
+    pytest.param(["train", *FRESH, "--epochs", "0"], ["--epochs must be >= 1, got 0"], id="epochs-0"),
+    pytest.param(["train", *FRESH, "--batch-size", "-2"], ["--batch-size must be >= 1, got -2"], id="batch-negative"),
+    pytest.param(["train", *FRESH, "--lr", "-1"], ["--lr must be >= 0 and finite, got -1.0"], id="lr-negative"),
+    pytest.param(["train", *FRESH, "--steps-per-epoch", "0"], ["--steps-per-epoch must be >= 1"], id="steps-0"),
+    pytest.param(["train", *FRESH, "--memory-budget-mb", "0"], ["--memory-budget-mb must be > 0"], id="budget-0"),
+    pytest.param(["train", *FRESH, "--annotations", "{two}"], ["--annotations {two} needs --images"],
                  id="annotations-without-images"),
-    pytest.param(["train", *QUICK, "--pretrained", "{base}/none.weights.h5", "--out", "{base}/new"],
+    pytest.param(["train", *FRESH, "--pretrained", "{base}/none.weights.h5", "--out", "{base}/new"],
                  ["{base}/none.weights.h5 not found"], id="pretrained-missing"),
-    pytest.param(["train", *QUICK, "--pretrained", "{data}/lonely.weights.h5", "--out", "{base}/new"],
+    pytest.param(["train", *FRESH, "--pretrained", "{data}/lonely.weights.h5", "--out", "{base}/new"],
                  ["{data}/lonely.json is missing"], id="pretrained-without-json"),
-    pytest.param(["train", *QUICK, "--annotations", "{huge}", "--images", "{train_images}", "--out", "{base}/new"],
+    pytest.param(["train", *FRESH, "--annotations", "{huge}", "--images", "{train_images}", "--out", "{base}/new"],
                  ["{huge}: decoding its 12 images into memory would take about",
                   "above the memory budget of 2,048 MB", "--stream"], id="dataset-over-memory-budget"),
-    pytest.param(["train", *QUICK, "--out", "{data}/a_file/checkpoints"],
+    pytest.param(["train", *FRESH, "--out", "{data}/a_file/checkpoints"],
                  ["{data}/a_file/checkpoints: cannot write checkpoints there", "--out"], id="out-not-writable"),
-    pytest.param(["train", *QUICK, "--out", "{base}/empty", "--log-dir", "{data}/a_file/logs"],
+    pytest.param(["train", *FRESH, "--out", "{base}/empty", "--log-dir", "{data}/a_file/logs"],
                  ["{data}/a_file/logs: cannot write TensorBoard logs there", "--log-dir"], id="log-dir-not-writable"),
     # --overwrite deletes the old checkpoints only once both output folders are known to be writable.
-    pytest.param(["train", *QUICK, "--out", "{ckpt_dir}", "--overwrite", "--log-dir", "{data}/a_file/logs"],
+    pytest.param(["train", *FRESH, "--out", "{ckpt_dir}", "--overwrite", "--log-dir", "{data}/a_file/logs"],
                  ["{data}/a_file/logs: cannot write TensorBoard logs there"], id="overwrite-keeps-old-run-on-failure"),
 ]
 
@@ -223,7 +241,7 @@ def test_train_refuses_a_full_disk_before_training(world, capsys, monkeypatch):
         total, used, free = 2**30, 2**30 - 10**5, 10**5
 
     monkeypatch.setattr(checkpoints_module.shutil, "disk_usage", lambda path: Usage)
-    _run_case(world, ["train", *QUICK, "--out", "{base}/new"],
+    _run_case(world, ["train", *FRESH, "--out", "{base}/new"],
               ["{base}/new: 0.1 MB free, but a checkpoint of this model needs about", "another folder (--out)"],
               capsys, monkeypatch)
 
@@ -236,7 +254,7 @@ def test_stream_skips_the_memory_estimate_and_reaches_train(world, capsys, monke
         raise ConfigError("stop here")
 
     monkeypatch.setattr(train_module, "train", fake_train)
-    _run_case(world, ["train", *QUICK, "--stream", "--annotations", "{huge}", "--images", "{train_images}"],
+    _run_case(world, ["train", *FRESH, "--stream", "--annotations", "{huge}", "--images", "{train_images}"],
               ["stop here"], capsys, monkeypatch)
     assert seen["cfg"].in_memory is False and seen["model_config"].backbone == "tiny"
 
@@ -371,7 +389,7 @@ def test_user_os_errors_become_one_line(world, raised, want, capsys, monkeypatch
 
     monkeypatch.setattr(train_module, "train", fail)
     monkeypatch.chdir(world["paths"]["base"] / "cwd")
-    assert cli.main(["train", *QUICK, "--out", str(world["paths"]["base"] / "empty")]) == 2
+    assert cli.main(["train", *FRESH, "--out", str(world["paths"]["base"] / "empty")]) == 2
     assert capsys.readouterr().err.strip() == want
 
 
@@ -382,7 +400,7 @@ def test_bugs_and_debug_keep_the_traceback(world, monkeypatch):
     monkeypatch.setattr(train_module, "train", bug)
     monkeypatch.chdir(world["paths"]["base"] / "cwd")
     with pytest.raises(KeyError, match="a bug"):  # not a user error: the traceback stays
-        cli.main(["train", *QUICK, "--out", str(world["paths"]["base"] / "empty")])
+        cli.main(["train", *FRESH, "--out", str(world["paths"]["base"] / "empty")])
     with pytest.raises(ConfigError, match="add --resume"):  # --debug after the command
         cli.main(["train", "--debug", "--model-path", "x.keras"])
     monkeypatch.setenv("SOLO_DEBUG", "1")

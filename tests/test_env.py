@@ -35,8 +35,9 @@ def test_cli_train_predict_evaluate_round_trip(tmp_path):
     env_run = dict(capture_output=True, text=True, timeout=300, cwd=tmp_path)
     ckpt = tmp_path / "ckpt"
     trained = subprocess.run([sys.executable, "-m", "solo_lib", "train", "--epochs", "1", "--steps-per-epoch", "2",
-                              "--batch-size", "2", "--canvas", "128", "128", "--optimizer", "adam", "--lr", "0.001",
-                              "--warmup-steps", "1", "--out", str(ckpt), "--pretrained", str(PRETRAINED_SHAPES)],
+                              "--batch-size", "2", "--image-scale", "128", "128", "--optimizer", "adam",
+                              "--lr", "0.001", "--warmup-steps", "1", "--out", str(ckpt),
+                              "--pretrained", str(PRETRAINED_SHAPES)],
                              **env_run)
     assert trained.returncode == 0, trained.stdout + trained.stderr
     assert (ckpt / "epoch_0001.keras").is_file() and "trained 1 epoch(s)" in trained.stdout

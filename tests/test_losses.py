@@ -126,8 +126,20 @@ def make_batch(rng, config, b=2, k=5, n=3, h=6, w=7, e=4):
     return outputs, targets
 
 
+def np_ins_ind_label(targets):
+    """The reference's per-cell positive flag (WXinlong/SOLO ``solov2_target_single``'s
+    ``ins_ind_label``), ``(B, M)`` bool: set for the cell of every valid (cell, instance) pair, so
+    a cell that several instances share is flagged once."""
+    flags = np.zeros(np.shape(targets["category"]), bool)
+    for i, j in zip(*np.nonzero(targets["pos_valid"])):
+        flags[i, targets["pos_cells"][i, j]] = True
+    return flags
+
+
 def np_solo_losses(outputs, targets, config):
-    """Loops over the valid pairs; each mask logit is a dot product of kernel and feature pixel."""
+    """Loops over the valid pairs; each mask logit is a dot product of kernel and feature pixel.
+    The focal sum is divided by the number of flagged cells + 1 (the reference's
+    ``avg_factor=num_ins + 1``), the dice averaged over the pairs."""
     dices = []
     b, h, w, _ = outputs["mask_feature"].shape
     for i in range(b):
@@ -141,13 +153,13 @@ def np_solo_losses(outputs, targets, config):
                     logit[y, x] = np.dot(outputs["mask_feature"][i, y, x].astype(np.float64), kernel)
             target = targets["masks"][i, targets["pos_instances"][i, j]].astype(np.float64)
             dices.append(np_dice(np_sigmoid(logit), target, config.dice_eps))
-    num_pos = len(dices)
+    num_ins = int(np_ins_ind_label(targets).sum())
     focal = np_focal_sum(outputs["category"], targets["category"], config.num_classes,
                          config.focal_alpha, config.focal_gamma)
-    category = focal / (num_pos + 1)
+    category = focal / (num_ins + 1)
     mask = float(np.mean(dices)) if dices else 0.0
     return {"total": category + config.mask_loss_weight * mask, "category": category,
-            "mask": mask, "num_pos": num_pos}
+            "mask": mask, "num_pos": len(dices), "num_pos_cells": num_ins}
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +174,7 @@ def test_solo_losses_match_a_numpy_loop_and_exclude_padding(config, changes):
     got = {key: float(value) for key, value in solo_losses(outputs, targets, config).items()}
     expected = np_solo_losses(outputs, targets, config)
     assert got["num_pos"] == expected["num_pos"] == 4
+    assert got["num_pos_cells"] == expected["num_pos_cells"]
     for key in ("category", "mask", "total"):
         # The focal sum (FOCAL_TERMS) is the longest; the mask loss adds a 4-term dot product before
         # the dice's 6 x 7 = 42-pixel sums, within CHAIN.
@@ -173,6 +186,63 @@ def test_solo_losses_match_a_numpy_loop_and_exclude_padding(config, changes):
                     pos_instances=np.where(targets["pos_valid"], targets["pos_instances"], 2))
     assert_close_float32(float(solo_losses(outputs, targets2, config)["mask"]), got["mask"], terms=6 * 7,
                          what="mask loss with other padding")
+
+
+def shared_cell_batch(config):
+    """Random outputs and hand-made targets in which instances share cells: image 0 has pairs
+    (cell 5, instance 0), (5, 1) and (6, 0), image 1 has (3, 0) and (3, 1), plus padding."""
+    outputs, _ = make_batch(np.random.default_rng(9), config)
+    b, m = 2, config.num_cells
+    pos_cells = np.array([[5, 5, 6, 0, 0], [3, 3, 0, 0, 0]], np.int32)
+    pos_instances = np.array([[0, 1, 0, 0, 0], [0, 1, 0, 0, 0]], np.int32)
+    pos_valid = np.array([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], bool)
+    category = np.full((b, m), config.num_classes, np.int32)
+    category[0, [5, 6]] = [2, 1]  # cell 5: the later instance's class, as solo_lib.targets does
+    category[1, 3] = 0
+    masks = (np.random.default_rng(10).random((b, 3, 6, 7)) < 0.3).astype(np.uint8)
+    return outputs, {"category": category, "pos_cells": pos_cells, "pos_instances": pos_instances,
+                     "pos_valid": pos_valid, "masks": masks}
+
+
+def test_category_loss_divides_by_distinct_positive_cells_plus_one(config):
+    outputs, targets = shared_cell_batch(config)
+    num_ins = int(np_ins_ind_label(targets).sum())
+    assert num_ins == 3 and targets["pos_valid"].sum() == 5  # 5 pairs in 3 distinct cells
+    got = solo_losses(outputs, targets, config)
+    assert float(got["num_pos"]) == 5 and float(got["num_pos_cells"]) == num_ins
+    focal = np_focal_sum(outputs["category"], targets["category"], config.num_classes,
+                         config.focal_alpha, config.focal_gamma)
+    # As in test_solo_losses_match_a_numpy_loop_and_exclude_padding. Dividing by pairs + 1 (6
+    # instead of 4) would make the loss a third smaller, far outside the bound.
+    assert_close_float32(float(got["category"]), focal / (num_ins + 1), terms=FOCAL_TERMS, depth=CHAIN,
+                         what="category loss / (distinct cells + 1)")
+    expected = np_solo_losses(outputs, targets, config)
+    for key in ("mask", "total"):  # the mask loss still averages over the 5 pairs
+        assert_close_float32(float(got[key]), expected[key], terms=FOCAL_TERMS, depth=CHAIN, what=key)
+
+
+def test_positive_cells_of_real_targets_are_the_cells_with_a_class():
+    """On targets from solo_lib.targets, where two instances share a cell, the reference's per-cell
+    flag (set from the pairs) marks exactly the cells whose category is a class."""
+    from solo_lib.targets import collate_targets, image_targets
+
+    config = SOLOConfig.tiny(C).replace(grid_sizes=(4,), scale_ranges=((1, 2048),))
+    masks = np.zeros((2, 64, 64), np.uint8)
+    masks[0, 2:62, 2:62] = 1  # centre (31.5, 31.5), centre region +/- 6 px: the 2 x 2 cells 5, 6, 9, 10
+    masks[1, 34:58, 34:58] = 1  # centre (45.5, 45.5), +/- 2.4 px: cell 10 only, shared with instance 0
+    targets = collate_targets([image_targets(masks, np.array([1, 2]), config),
+                               image_targets(masks[:1], np.array([0]), config)])
+    flags = np_ins_ind_label(targets)
+    assert targets["pos_valid"].sum() == 5 + 4 and flags.sum() == 4 + 4  # one cell holds two pairs
+    np.testing.assert_array_equal(flags, targets["category"] < config.num_classes)
+    assert targets["category"][0, 10] == 2  # the later instance's class
+    outputs, _ = make_batch(np.random.default_rng(11), config, b=2, n=2, h=16, w=16)
+    got = solo_losses(outputs, targets, config)
+    assert float(got["num_pos_cells"]) == flags.sum() and float(got["num_pos"]) == 9
+    focal = np_focal_sum(outputs["category"], targets["category"], C, config.focal_alpha, config.focal_gamma)
+    # A focal sum over 2 x 16 cells x 3 classes, within FOCAL_TERMS.
+    assert_close_float32(float(got["category"]), focal / (flags.sum() + 1), terms=FOCAL_TERMS, depth=CHAIN,
+                         what="category loss on real targets")
 
 
 def test_total_is_category_plus_three_times_mask_for_the_default_config():

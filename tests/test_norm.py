@@ -10,9 +10,11 @@ from tolerances import EPS32, assert_close_float32
 
 
 def pair(channels, groups, seed=0):
-    """Our layer and Keras' with the same (non-trivial) gamma and beta."""
+    """Our layer and Keras' with the same (non-trivial) gamma and beta, and the same epsilon (ours
+    defaults to 1e-5, Keras' to 1e-3)."""
     rng = np.random.default_rng(seed)
-    ours, reference = GroupNormalization(groups), keras.layers.GroupNormalization(groups)
+    ours = GroupNormalization(groups)
+    reference = keras.layers.GroupNormalization(groups, epsilon=ours.epsilon)
     for layer in (ours, reference):
         layer.build((None, None, None, channels))
     gamma, beta = rng.normal(1.0, 0.5, channels), rng.normal(0.0, 1.0, channels)
@@ -91,7 +93,7 @@ def test_weights_saved_from_keras_layer_load_into_ours(tmp_path):
     def model(norm):
         inputs = keras.Input((8, 8, 3))
         x = keras.layers.Conv2D(16, 3, padding="same", name="conv")(inputs)
-        return keras.Model(inputs, norm(4, name="gn")(x))
+        return keras.Model(inputs, norm(4, epsilon=1e-5, name="gn")(x))
 
     keras.utils.set_random_seed(0)
     theirs = model(keras.layers.GroupNormalization)
@@ -108,12 +110,12 @@ def test_weights_saved_from_keras_layer_load_into_ours(tmp_path):
 
 def test_saves_and_loads_as_a_keras_file(tmp_path):
     inputs = keras.Input((None, None, 8))
-    model = keras.Model(inputs, GroupNormalization(2, epsilon=1e-5, name="gn")(inputs))
+    model = keras.Model(inputs, GroupNormalization(2, epsilon=1e-3, name="gn")(inputs))  # not the default
     model.get_layer("gn").set_weights([np.arange(1, 9, dtype="float32"), np.zeros(8, "float32")])
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     layer = loaded.get_layer("gn")
-    assert type(layer) is GroupNormalization and layer.groups == 2 and layer.epsilon == 1e-5
+    assert type(layer) is GroupNormalization and layer.groups == 2 and layer.epsilon == 1e-3
     x = np.random.default_rng(4).normal(size=(1, 5, 6, 8)).astype("float32")
     # The same layer and computation on both sides; the bound only allows for a kernel that rounds
     # differently from run to run (a group is 5 x 6 x 4 = 120 values; mean, then variance).
@@ -148,3 +150,43 @@ def test_model_uses_the_closed_form_gradient_unless_checkpointing(remat):
     norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.GroupNormalization)]
     assert len(norms) == 20 and all(type(layer) is GroupNormalization for layer in norms)
     assert all(layer.closed_form_gradient is (not remat) for layer in norms)
+    assert all(layer.epsilon == 1e-5 for layer in norms)  # the reference's, not Keras' 1e-3
+
+
+def np_group_norm(x, groups, gamma, beta, epsilon):
+    """GroupNorm (Wu and He 2018, Eq. 1 with groups of C/G channels) in float64, for (B, H, W, C)."""
+    b, h, w, c = x.shape
+    g = np.asarray(x, np.float64).reshape(b, h, w, groups, c // groups)
+    mean = g.mean(axis=(1, 2, 4), keepdims=True)
+    variance = ((g - mean) ** 2).mean(axis=(1, 2, 4), keepdims=True)
+    return ((g - mean) / np.sqrt(variance + epsilon)).reshape(x.shape) * gamma + beta
+
+
+def test_default_epsilon_is_the_reference_one_and_an_explicit_one_is_kept():
+    layer = GroupNormalization(4)
+    assert layer.epsilon == 1e-5 and layer.get_config()["epsilon"] == 1e-5
+    assert keras.layers.GroupNormalization(4).epsilon == 1e-3  # Keras' own default, which we override
+    for explicit in (GroupNormalization(4, epsilon=1e-3), GroupNormalization(4, -1, 1e-3)):
+        assert explicit.epsilon == 1e-3
+        assert GroupNormalization.from_config(explicit.get_config()).epsilon == 1e-3
+
+
+@pytest.mark.parametrize("closed_form_gradient", [True, False])
+def test_output_matches_numpy_group_norm_with_epsilon_1e5(closed_form_gradient):
+    """On activations of standard deviation 0.01 (variance 1e-4), epsilon 1e-3 instead of 1e-5 would
+    shrink the output about three times (1 / sqrt(1.1e-3) vs 1 / sqrt(1.1e-4))."""
+    rng = np.random.default_rng(7)
+    shape, groups = (2, 6, 5, 8), 4
+    x = rng.normal(0.0, 0.01, shape).astype("float32")
+    gamma, beta = rng.normal(1.0, 0.3, 8).astype("float32"), rng.normal(0.0, 0.5, 8).astype("float32")
+    layer = GroupNormalization(groups, closed_form_gradient=closed_form_gradient)
+    layer.build(shape)
+    layer.set_weights([gamma, beta])
+    got = layer(x).numpy()
+    expected = np_group_norm(x, groups, gamma, beta, 1e-5)
+    old = np_group_norm(x, groups, gamma, beta, 1e-3)
+    assert np.abs(old - expected).max() > 0.3 * np.abs(expected).max()  # the test can tell them apart
+    # A group is 6 x 5 x 2 = 60 values; the mean, then the variance around it (depth 2): a bound of
+    # ~1e-5 of the largest output, where the old epsilon is off by more than 30 %.
+    assert_close_float32(got, expected, terms=gn_terms(shape, groups), depth=2,
+                         what=f"GroupNorm, eps 1e-5, closed form {closed_form_gradient}")

@@ -120,9 +120,11 @@ def test_primitives_match_plain_backprop_and_update_batchnorm_once(kind):
 def sample_batch():
     dataset = load_sample_dataset("train")
     source = pipeline.in_memory_source(dataset)
-    batches = pipeline.training_dataset(source, TINY, canvas=(128, 128), batch_size=2, augment=None, seed=0,
-                                        max_instances=24, max_positives=64)
+    # The tiny preset's grids with images resized to 128 px at most, on a 128 x 128 canvas.
+    batches = pipeline.training_dataset(source, TINY.replace(image_scale=(128, 128)), batch_size=2, augment=None,
+                                        seed=0, max_instances=24, max_positives=64)
     images, targets = pipeline.first_batch(batches)
+    assert images.shape == (2, 128, 128, 3)  # the canvas the bounds below (TINY_GRAD_TERMS) assume
     return tf.constant(images), {k: tf.constant(v) for k, v in targets.items()}
 
 

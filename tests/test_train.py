@@ -22,8 +22,10 @@ from solo_lib.train import (TrainConfig, TrainingError, WarmupStepDecay, latest_
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = SOLOConfig.tiny(4)
-# A quick training setup for tests: small canvas, few steps, no checkpoints unless asked.
-QUICK = TrainConfig(epochs=1, batch_size=2, canvas=(128, 128), steps_per_epoch=2, optimizer="adam",
+# A quick training setup for tests: a small image scale (every image resized to 128 x 128 at most,
+# on a 128 x 128 canvas), few steps, no checkpoints unless asked.
+SMALL = SOLOConfig.tiny(4, image_scale=(128, 128))
+QUICK = TrainConfig(epochs=1, batch_size=2, steps_per_epoch=2, optimizer="adam",
                     learning_rate=1e-3, warmup_steps=2, decay_epochs=(), checkpoint_dir=None)
 
 
@@ -36,38 +38,65 @@ def test_warmup_then_step_decay():
     assert float(again(25)) == pytest.approx(0.001)  # float32 0.001: half an ulp, within approx's rel 1e-6
 
 
+def orientation_batches(sizes, batch_size):
+    """Image indices batch by batch as the pipeline groups them without shuffling: consecutive
+    images of one orientation (landscape: width > height; portrait and square together)."""
+    waiting, batches = {}, []
+    for index, (h, w) in enumerate(sizes):
+        group = waiting.setdefault(w > h, [])
+        group.append(index)
+        if len(group) == batch_size:
+            batches.append(list(group))
+            group.clear()
+    return batches
+
+
 def test_pipeline_batches_match_targets_built_directly():
+    """Without augmentation or shuffling, each batch holds images of one orientation, each resized
+    to the image scale (mmcv's rule) and padded to its orientation's canvas at the bottom and right."""
+    from solo_lib.data import augment as aug
+
     ds = load_sample_dataset("train")
     source = pipeline.in_memory_source(ds)
-    from solo_lib.data.augment import AugmentConfig
-
-    batches = pipeline.training_dataset(source, TINY, canvas=(256, 256), batch_size=3, augment=AugmentConfig.none(),
-                                        shuffle_buffer=1)
-    images, targets = pipeline.first_batch(batches)
-    assert images.shape == (3, 256, 256, 3) and images.dtype == np.uint8
-    for b in range(3):  # no augmentation, no shuffling: the first three images, padded
-        s = ds[b]
-        h, w = s.image.shape[:2]
-        np.testing.assert_array_equal(images[b, :h, :w], s.image)
-        assert not images[b, h:].any() and not images[b, :, w:].any()
-        masks = np.zeros((len(s.masks), 256, 256), bool)
-        masks[:, :h, :w] = s.masks.astype(bool)
-        want = image_targets(masks, s.labels, TINY, s.iscrowd)
-        k, n = len(want["pos_cells"]), len(want["masks"])
-        np.testing.assert_array_equal(targets["category"][b], want["category"])
-        np.testing.assert_array_equal(targets["pos_cells"][b, :k], want["pos_cells"])
-        np.testing.assert_array_equal(targets["pos_instances"][b, :k], want["pos_instances"])
-        assert (targets["pos_valid"][b, :k] == 1).all() and not targets["pos_valid"][b, k:].any()
-        np.testing.assert_array_equal(targets["masks"][b, :n], want["masks"])
+    # A scale that is not square: two canvases, and images shrunk, kept and enlarged.
+    config = TINY.replace(image_scale=(256, 192))
+    batches = pipeline.training_dataset(source, config, batch_size=3, augment=aug.AugmentConfig.none(),
+                                        shuffle_buffer=1).as_numpy_iterator()
+    groups = orientation_batches([ds[i].image.shape[:2] for i in range(len(ds))], 3)
+    assert groups[:2] == [[0, 3, 4], [1, 2, 5]]  # the sample's images: 256x256, 192x256 x2, 256x192, ...
+    # The mmcv rule by hand: factor min(256 / long side, 192 / short side), sizes rounded half up.
+    resized = {0: (192, 192), 3: (256, 192), 4: (192, 192),   # 256x256 shrunk by 0.75; 256x192 kept
+               1: (192, 256), 2: (192, 256), 5: (188, 256)}  # 176x240 enlarged by 256 / 240
+    for group, canvas in zip(groups[:2], [(256, 192), (192, 256)]):  # portrait canvas, then landscape
+        images, targets = next(batches)
+        assert images.shape == (3, *canvas, 3) and images.dtype == np.uint8
+        for b, index in enumerate(group):
+            s = ds[index]
+            h, w = resized[index]
+            assert (h, w) == aug.rescale_size(*s.image.shape[:2], config.image_scale)
+            sample = aug.drop_small_instances(aug.resize({"image": s.image, "masks": s.masks, "labels": s.labels,
+                                                          "iscrowd": s.iscrowd}, (h, w)), 1)
+            np.testing.assert_array_equal(images[b, :h, :w], sample["image"].numpy())
+            assert not images[b, h:].any() and not images[b, :, w:].any()
+            masks = np.zeros((len(sample["masks"]), *canvas), bool)
+            masks[:, :h, :w] = sample["masks"].numpy().astype(bool)
+            want = image_targets(masks, sample["labels"].numpy(), config, sample["iscrowd"].numpy())
+            k, n = len(want["pos_cells"]), len(want["masks"])
+            assert k > 0
+            np.testing.assert_array_equal(targets["category"][b], want["category"])
+            np.testing.assert_array_equal(targets["pos_cells"][b, :k], want["pos_cells"])
+            np.testing.assert_array_equal(targets["pos_instances"][b, :k], want["pos_instances"])
+            assert (targets["pos_valid"][b, :k] == 1).all() and not targets["pos_valid"][b, k:].any()
+            np.testing.assert_array_equal(targets["masks"][b, :n], want["masks"])
 
 
 def test_static_padding_and_its_limits():
     source = pipeline.in_memory_source(load_sample_dataset("train"))
-    fixed = pipeline.training_dataset(source, TINY, canvas=(256, 256), batch_size=2, max_instances=24,
+    fixed = pipeline.training_dataset(source, TINY, batch_size=2, max_instances=24,
                                       max_positives=160)
     _, targets = pipeline.first_batch(fixed)
     assert targets["pos_cells"].shape == (2, 160) and targets["masks"].shape == (2, 24, 64, 64)
-    too_small = pipeline.training_dataset(source, TINY, canvas=(256, 256), batch_size=12, max_instances=3,
+    too_small = pipeline.training_dataset(source, TINY, batch_size=12, max_instances=3,
                                           max_positives=400, augment=None)
     with pytest.raises(tf.errors.InvalidArgumentError, match="more instances than max_instances=3"):
         pipeline.first_batch(too_small)
@@ -86,7 +115,7 @@ def test_streaming_and_in_memory_sources_agree():
 def test_training_lowers_the_loss_and_checkpoints_resume(tmp_path):
     ds = load_sample_dataset("train")
     cfg = QUICK.replace(epochs=3, checkpoint_dir=str(tmp_path), checkpoint_every=2)
-    model, history = train(TINY, cfg, ds, progress=False)
+    model, history = train(SMALL, cfg, ds, progress=False)
     assert sorted(p.name for p in tmp_path.glob("*.keras")) == ["epoch_0002.keras", "epoch_0003.keras"]
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert int(model.epochs_done.numpy()) == 3
@@ -102,7 +131,7 @@ def test_resume_continues_the_uninterrupted_run_exactly(tmp_path):
     ds = load_sample_dataset("train")
     ds = ds.subset(ds.image_ids[:4])  # 2 batches of 2: one pass per epoch, reshuffled every epoch
     cfg = QUICK.replace(epochs=2, checkpoint_dir=str(tmp_path))
-    _, whole = train(TINY, cfg, ds, progress=False)  # also writes epoch_0001.keras
+    _, whole = train(SMALL, cfg, ds, progress=False)  # also writes epoch_0001.keras
     resume = cfg.replace(load_previous_model=True, model_path=str(tmp_path / "epoch_0001.keras"), checkpoint_dir=None)
     _, resumed = train(None, resume, ds, progress=False)
     _, reseeded = train(None, resume.replace(seed=1), ds, progress=False)  # another data order and augmentation
@@ -121,7 +150,7 @@ def test_non_finite_loss_stops_before_any_checkpoint(tmp_path):
     cfg = QUICK.replace(epochs=2, learning_rate=1e30, warmup_steps=0, clip_norm=None, optimizer="sgd",
                         checkpoint_dir=str(tmp_path))
     with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at epoch 1, batch \d of the epoch"):
-        train(TINY, cfg.replace(steps_per_epoch=4), ds, progress=False)
+        train(SMALL, cfg.replace(steps_per_epoch=4), ds, progress=False)
     assert not list(tmp_path.glob("*.keras"))
 
 
@@ -152,10 +181,11 @@ KILL_SCRIPT = textwrap.dedent("""
         def on_train_batch_end(self, batch, logs=None):
             time.sleep(0.3)
 
-    cfg = TrainConfig(epochs=6, batch_size=2, canvas=(128, 128), steps_per_epoch=2, optimizer="adam",
+    cfg = TrainConfig(epochs=6, batch_size=2, steps_per_epoch=2, optimizer="adam",
                       learning_rate=1e-3, warmup_steps=2, decay_epochs=(), checkpoint_dir=sys.argv[1],
                       load_previous_model=sys.argv[2] == "resume")
-    model, history = train(SOLOConfig.tiny(4), cfg, load_sample_dataset("train"), callbacks=[Slow()], progress=False)
+    model, history = train(SOLOConfig.tiny(4, image_scale=(128, 128)), cfg, load_sample_dataset("train"),
+                           callbacks=[Slow()], progress=False)
     print("epochs trained in this run:", [e + 1 for e in history.epoch])
 """)
 
@@ -197,10 +227,11 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     from solo_lib.train import TrainConfig, train
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    cfg = TrainConfig(epochs=2, batch_size=4, canvas=(128, 128), steps_per_epoch=2, optimizer="sgd",
+    cfg = TrainConfig(epochs=2, batch_size=4, steps_per_epoch=2, optimizer="sgd",
                       learning_rate=0.01, warmup_steps=1, decay_epochs=(), checkpoint_dir=None)
     with strategy.scope():
-        model, history = train(SOLOConfig.tiny(4), cfg, load_sample_dataset("train"), progress=False)
+        model, history = train(SOLOConfig.tiny(4, image_scale=(128, 128)), cfg, load_sample_dataset("train"),
+                               progress=False)
         weights = [w.numpy() for w in model.trainable_weights]
     print("replicas", strategy.num_replicas_in_sync)
     print("steps", int(model.optimizer.iterations.numpy()))

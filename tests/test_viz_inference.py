@@ -11,7 +11,8 @@ import pytest  # noqa: E402
 
 from solo_lib import viz  # noqa: E402
 from solo_lib.config import SOLOConfig  # noqa: E402
-from solo_lib.model.solov2 import build_model, pad_to_multiple  # noqa: E402
+from solo_lib.inference import postprocess, preprocess  # noqa: E402
+from solo_lib.model.solov2 import build_model  # noqa: E402
 
 NAMES = ("a", "b", "c", "d")
 
@@ -22,7 +23,8 @@ def setup():
     config = SOLOConfig.tiny(4, score_thr=0.005, update_thr=0.0)  # untrained: let candidates through
     model = build_model(config, (64, 64))
     image = np.random.default_rng(0).integers(0, 255, (70, 90, 3)).astype(np.uint8)
-    outputs = model(pad_to_multiple(image[None].astype(np.float32), 32), training=False)
+    # As predict: resized to the image scale (256, 256), to 199 x 256, and padded to the 256 x 256 canvas.
+    outputs = model(preprocess(image, config)[0], training=False)
     return model, image, outputs
 
 
@@ -30,7 +32,16 @@ def test_sigma_zero_keeps_every_candidate_and_decay_removes_some(setup):
     model, image, outputs = setup
     fig0, none = viz.nms_view(image, outputs, model.config, NAMES, sigma=0.0, update_thr=0.0, score_thr=0.005)
     fig1, decayed = viz.nms_view(image, outputs, model.config, NAMES, sigma=8.0, update_thr=0.004, score_thr=0.005)
-    assert len(none["labels"]) > 0 and none["masks"].shape[1:] == image.shape[:2]
+    assert outputs["mask_feature"].shape[1:3] == (64, 64)  # the 256 x 256 canvas at stride 4
+    assert len(none["labels"]) > 0 and none["masks"].shape[1:] == image.shape[:2]  # back at the original size
+    # The masks are read from the resized image's region of the canvas (199 x 256), not from its
+    # top-left 70 x 90 corner, then resized to 70 x 90.
+    cfg = model.config.replace(nms_sigma=0.0, update_thr=0.0, score_thr=0.005)
+    want = postprocess(outputs, cfg, (199, 256), (256, 256), original_size=(70, 90))
+    np.testing.assert_array_equal(none["labels"], want["labels"])
+    np.testing.assert_array_equal(none["masks"], want["masks"])
+    corner = postprocess(outputs, cfg, (70, 90), (256, 256))
+    assert not np.array_equal(none["masks"], corner["masks"])
     assert len(decayed["labels"]) <= len(none["labels"])
     assert np.all(np.diff(none["scores"]) <= 0)  # sorted, highest first
     assert fig0.axes[0].get_title() == f"gaussian, sigma 0, keep >= 0, score > 0.005: {len(none['labels'])} masks"

@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 from solo_lib import viz  # noqa: E402
 from solo_lib.config import SOLOConfig  # noqa: E402
 from solo_lib.data.coco import load_sample_dataset  # noqa: E402
+from solo_lib.geometry import canvas_size, on_canvas  # noqa: E402
 from solo_lib.targets import assign_grid_cells  # noqa: E402
 
 CONFIG = SOLOConfig.tiny(3, grid_sizes=(8, 4), scale_ranges=((1, 20), (16, 100)))
@@ -92,7 +93,8 @@ def test_grid_explorer_reruns_when_a_slider_changes():
     assert instance.max == max(len(ds[i].labels) for i in range(len(ds))) - 1
 
     def expected(i, lv):
-        s = ds[i]
+        s = on_canvas(ds[i], config)  # the explorer shows each image on its canvas, as training sees it
+        assert s.image.shape[:2] == canvas_size(*ds[i].image.shape[:2], config.image_scale)
         return assign_grid_cells(s.masks, s.labels, config, s.iscrowd)[lv]
 
     assert_same_targets(w.result, expected(0, 0))

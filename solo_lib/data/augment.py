@@ -92,6 +92,61 @@ class AugmentConfig:
         """Returns a config under which :func:`augment` changes nothing."""
         return cls(flip_prob=0.0, brightness_delta=0.0, scale_range=(1.0, 1.0), crop_size=None)
 
+    @classmethod
+    def paper(cls):
+        """The paper's training augmentation: a horizontal flip with probability 0.5 and nothing
+        else (the authors' 1x configs: ``RandomFlip(flip_ratio=0.5)`` after the resize to the image
+        scale; the 3x schedule adds multi-scale training, ``TrainConfig.short_sides``)."""
+        return cls(flip_prob=0.5, brightness_delta=0.0, scale_range=(1.0, 1.0), crop_size=None)
+
+
+def rescale_size(height, width, scale):
+    """The size of an image resized, keeping its aspect ratio, to fit ``scale``.
+
+    ``scale`` is ``(long, short)`` in either order (the larger number bounds the long side, the
+    smaller the short side, as mmcv reads its ``img_scale``): the factor is the largest that
+    satisfies both, ``min(long / max(h, w), short / min(h, w))``, so small images are enlarged and
+    large ones shrunk. Sizes are rounded half up, ``int(x * factor + 0.5)``, exactly as
+    ``mmcv.imrescale`` (``rescale_size``/``_scale_size`` in ``mmcv/image/geometric.py``), which
+    the authors' pipeline uses in training and at test (``Resize(img_scale=(1333, 800),
+    keep_ratio=True)``, SOLOv2 §4).
+
+    Args:
+        height, width: the image's size, positive integers.
+        scale: ``(long, short)`` positive integers, e.g. the paper's ``(1333, 800)``.
+
+    Returns:
+        ``(new_height, new_width)``, each at least 1.
+
+    Raises:
+        ValueError: a size or scale that is not positive.
+    """
+    if not (_is_int(height) and _is_int(width) and height > 0 and width > 0):
+        raise ValueError(f"image size must be two positive integers, got {(height, width)}")
+    if not (len(scale) == 2 and all(_is_real(v) and v > 0 for v in scale)):
+        raise ValueError(f"scale must be (long, short), two positive numbers, got {scale!r}")
+    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
+
+
+def rescale_size_tensor(size, scale):
+    """:func:`rescale_size` in TensorFlow ops, for sizes and scales known only in the graph.
+
+    Float64 throughout, so it rounds exactly as the Python version (``tests/test_geometry.py``
+    compares them).
+
+    Args:
+        size: ``(2,)`` integer tensor ``(height, width)``.
+        scale: ``(2,)`` tensor or pair ``(long, short)``.
+
+    Returns:
+        ``(2,)`` int32 ``(new_height, new_width)``.
+    """
+    size = tf.cast(size, tf.float64)
+    scale = tf.cast(tf.convert_to_tensor(scale), tf.float64)
+    factor = tf.minimum(tf.reduce_max(scale) / tf.reduce_max(size), tf.reduce_min(scale) / tf.reduce_min(size))
+    return tf.maximum(tf.cast(tf.floor(size * factor + 0.5), tf.int32), 1)
+
 
 def boxes_from_masks(masks):
     """Tight boxes of binary masks.
@@ -226,12 +281,64 @@ def rescale(sample, factor):
     sample = _prepare(sample)
     old_size = tf.cast(tf.shape(sample["image"])[:2], tf.float64)
     size = tf.maximum(tf.cast(tf.round(old_size * tf.cast(factor, tf.float64)), tf.int32), 1)
-    image = tf.image.resize(sample["image"], size, method="bilinear", antialias=False)
-    image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+    return resize(sample, size)
+
+
+def resize_image(image, size):
+    """An ``(H, W, 3)`` uint8 image resized bilinearly (no antialiasing) to ``size``, rounded back
+    to uint8. Training (:func:`resize`) and inference (``solo_lib.inference.preprocess``) both
+    resize images with this one function, so a model sees the same pixels in both."""
+    resized = tf.image.resize(image, size, method="bilinear", antialias=False)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def resize(sample, size):
+    """Resizes the image and masks to ``size`` = ``(height, width)`` (a pair or a ``(2,)`` tensor).
+
+    The image as :func:`resize_image`; each mask bilinearly, thresholded at 0.5 (mmcv resizes
+    masks with nearest-neighbour sampling; the threshold keeps thin parts more evenly). A mask may
+    become empty when shrinking; :func:`augment` and the training pipeline drop it.
+
+    Returns:
+        A new sample with recomputed boxes.
+    """
+    sample = _prepare(sample)
+    image = resize_image(sample["image"], size)
     # The N masks are resized as a batch of N one-channel images: (N, H, W, 1).
     masks = tf.cast(sample["masks"], tf.float32)[..., None]
     masks = tf.image.resize(masks, size, method="bilinear", antialias=False)[..., 0]
     return _replace(sample, image, tf.cast(masks >= 0.5, tf.uint8))
+
+
+def resize_to_scale(sample, scale):
+    """Resizes a sample, keeping its aspect ratio, to fit ``scale`` = ``(long, short)``
+    (:func:`rescale_size`; ``scale`` may be a ``(2,)`` tensor)."""
+    sample = _prepare(sample)
+    return resize(sample, rescale_size_tensor(tf.shape(sample["image"])[:2], scale))
+
+
+def random_crop(sample, window, seed):
+    """Cuts a random window of at most ``window`` = ``(height, width)`` out of a sample.
+
+    A dimension smaller than the window is kept whole. The offset is drawn uniformly among the
+    valid ones from the stateless ``seed``.
+
+    Args:
+        sample: A sample dict.
+        window: ``(2,)`` int32 tensor or pair.
+        seed: ``(2,)`` integer stateless seed.
+
+    Returns:
+        A new sample of size ``min(size, window)``; instances left empty are dropped.
+    """
+    sample = _prepare(sample)
+    size = tf.shape(sample["image"])[:2]  # (2,) = (H, W)
+    window = tf.minimum(tf.cast(window, tf.int32), size)
+    # size - window + 1 valid offsets per axis; floor(u * count) picks one uniformly.
+    count = tf.cast(size - window + 1, tf.float32)
+    offset = tf.cast(tf.floor(tf.random.stateless_uniform([2], seed) * count), tf.int32)
+    offset = tf.minimum(offset, size - window)  # guard against float rounding up to count
+    return crop(sample, offset[0], offset[1], window[0], window[1])
 
 
 def crop(sample, top, left, height, width):
@@ -304,13 +411,7 @@ def augment(sample, seed, config=AugmentConfig()):
     core = rescale(core, factor)
 
     if config.crop_size is not None:
-        size = tf.shape(core["image"])[:2]  # (2,) = (H', W') after scaling
-        window = tf.minimum(tf.constant(config.crop_size, tf.int32), size)
-        # size - window + 1 valid offsets per axis; floor(u * count) picks one uniformly.
-        count = tf.cast(size - window + 1, tf.float32)
-        offset = tf.cast(tf.floor(tf.random.stateless_uniform([2], crop_seed) * count), tf.int32)
-        offset = tf.minimum(offset, size - window)  # guard against float rounding up to count
-        core = crop(core, offset[0], offset[1], window[0], window[1])
+        core = random_crop(core, config.crop_size, crop_seed)
 
     core = drop_small_instances(core, config.min_mask_pixels)
     out = dict(sample)

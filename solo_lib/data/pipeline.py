@@ -8,8 +8,11 @@ Two sources feed the same pipeline:
   like the course's, train faster that way).
 
 :func:`training_dataset` then, in parallel with training (``num_parallel_calls``, ``prefetch``):
-shrinks images larger than the canvas, augments them (seeded, different every epoch), pads each
-to the fixed batch canvas (bottom/right, so coordinates are unchanged), builds the compact SOLO
+groups images by orientation when the two orientations have different canvases (so a batch has
+one), resizes each to the model's image scale (or, for multi-scale training, to a short side drawn
+per image), augments it (seeded, different
+every epoch), pads it to the canvas of its orientation (bottom/right, so coordinates are
+unchanged; ``solo_lib.geometry``, the same canvas ``predict`` uses), builds the compact SOLO
 targets (``solo_lib.targets.image_targets``) and pads variable instance counts in
 ``padded_batch``, so the training step never loops in Python. Images stay uint8 0-255: the model
 normalises them itself (``solo_lib.model.solov2.normalize_images``).
@@ -24,6 +27,7 @@ from solo_lib.config import SOLOConfig
 from solo_lib.data import augment as aug
 from solo_lib.data.coco import CocoDataset
 from solo_lib.errors import ConfigError
+from solo_lib.geometry import canvas_size, canvas_size_tensor
 from solo_lib.targets import image_targets
 
 SAMPLE_SIGNATURE = {
@@ -86,27 +90,24 @@ def in_memory_source(dataset: CocoDataset, *, memory_budget_mb: float | None = N
     return tf.data.Dataset.from_generator(lambda: iter(samples), output_signature=SAMPLE_SIGNATURE)
 
 
-def fit_to_canvas(sample: dict, canvas: tuple[int, int]) -> dict:
-    """Shrinks a sample (keeping its aspect ratio) so that it fits in ``canvas``; never enlarges."""
-    shape = tf.cast(tf.shape(sample["image"])[:2], tf.float32)
-    factor = tf.minimum(1.0, tf.reduce_min(tf.constant(canvas, tf.float32) / shape))
-    # rescale recomputes the boxes; an unscaled sample keeps the ones it came with.
-    return tf.cond(factor < 1.0, lambda: aug.rescale(sample, factor), lambda: dict(sample))
-
-
 def _targets_numpy(masks, labels, iscrowd, config: SOLOConfig):
     t = image_targets(masks.astype(bool), labels, config, iscrowd.astype(bool))
     return (t["category"], t["pos_cells"], t["pos_instances"], t["masks"])
 
 
-def to_training_example(sample: dict, config: SOLOConfig, canvas: tuple[int, int]):
-    """Pads one augmented sample to the canvas and builds its targets.
+def to_training_example(sample: dict, config: SOLOConfig, canvas):
+    """Pads one augmented sample to its canvas and builds its targets.
+
+    Args:
+        sample: a sample that fits in ``canvas``.
+        config: the model's ``SOLOConfig``.
+        canvas: ``(Hc, Wc)``, a pair or a ``(2,)`` int32 tensor, multiples of 32.
 
     Returns:
         ``(image (Hc, Wc, 3) uint8, targets)`` with ``targets`` = ``category (M,)``,
         ``pos_cells (K,)``, ``pos_instances (K,)``, ``pos_valid (K,)`` uint8 and ``masks (N, Hc/4, Wc/4)``.
     """
-    hc, wc = canvas
+    hc, wc = canvas[0], canvas[1]
     image = tf.image.pad_to_bounding_box(sample["image"], 0, 0, hc, wc)
     shape = tf.shape(sample["masks"])
     masks = tf.pad(sample["masks"], [[0, 0], [0, hc - shape[1]], [0, wc - shape[2]]])
@@ -114,11 +115,12 @@ def to_training_example(sample: dict, config: SOLOConfig, canvas: tuple[int, int
         lambda m, l, c: _targets_numpy(m, l, c, config), [masks, sample["labels"], sample["iscrowd"]],
         [tf.int32, tf.int32, tf.int32, tf.uint8], stateful=False)
     stride = config.mask_stride
+    static = [v if isinstance(v, int) else None for v in (hc, wc)]
     category.set_shape((config.num_cells,))
     cells.set_shape((None,))
     instances.set_shape((None,))
-    mask_targets.set_shape((None, hc // stride, wc // stride))
-    image.set_shape((hc, wc, 3))
+    mask_targets.set_shape((None, *(None if v is None else v // stride for v in static)))
+    image.set_shape((*static, 3))
     targets = {"category": category, "pos_cells": cells, "pos_instances": instances,
                # uint8, not bool: Keras averages a first batch across tf.distribute replicas, and
                # TensorFlow cannot add booleans. The losses cast it to bool.
@@ -126,53 +128,110 @@ def to_training_example(sample: dict, config: SOLOConfig, canvas: tuple[int, int
     return image, targets
 
 
-def training_dataset(source: tf.data.Dataset, config: SOLOConfig, *, canvas: tuple[int, int], batch_size: int,
+def check_short_sides(short_sides, config: SOLOConfig) -> tuple[int, ...] | None:
+    """Validated multi-scale short sides (None: train at the model's image scale).
+
+    Raises:
+        ConfigError: the model has no image scale, or a short side is not an integer in
+            ``[32, min(image_scale)]`` (larger ones would not fit the canvas).
+    """
+    if config.image_scale is None:
+        raise ConfigError("this model configuration has no image_scale (it was saved before the setting existed); "
+                          "training needs one: config.replace(image_scale=(long, short)), e.g. (1333, 800)")
+    if short_sides is None:
+        return None
+    sides = tuple(short_sides)
+    top = min(config.image_scale)
+    if not sides or not all(isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= top for v in sides):
+        raise ConfigError(f"short_sides must be integers in [32, {top}] (the short side of the model's image_scale "
+                          f"{config.image_scale}, so every image fits its canvas), got {short_sides!r}")
+    return sides
+
+
+def training_scale(config: SOLOConfig, short_sides, seed):
+    """The ``(long, short)`` scale of one training image: the model's ``image_scale``, or with
+    ``short_sides`` a short side drawn uniformly from them (the reference's multi-scale training,
+    ``Resize(img_scale=[(1333, 800), (1333, 768), ...], multiscale_mode='value')``)."""
+    long, short = max(config.image_scale), min(config.image_scale)
+    if not short_sides:
+        return tf.constant([long, short], tf.int32)
+    choice = tf.random.stateless_uniform([], seed, 0, len(short_sides), dtype=tf.int32)
+    return tf.stack([tf.constant(long, tf.int32), tf.gather(tf.constant(short_sides, tf.int32), choice)])
+
+
+def training_dataset(source: tf.data.Dataset, config: SOLOConfig, *, batch_size: int,
                      augment: aug.AugmentConfig | None = None, seed: int = 0, shuffle_buffer: int = 64,
                      start_step: int = 0, max_instances: int | None = None,
-                     max_positives: int | None = None) -> tf.data.Dataset:
+                     max_positives: int | None = None, short_sides: tuple[int, ...] | None = None) -> tf.data.Dataset:
     """An endless stream of training batches (use ``steps_per_epoch`` with ``Model.fit``).
 
     Args:
         source: samples from :func:`streaming_source` or :func:`in_memory_source`.
-        config: the model's ``SOLOConfig`` (grids, scale ranges, mask stride).
-        canvas: ``(height, width)`` of the batch canvas, multiples of 32.
+        config: the model's ``SOLOConfig`` (image scale, grids, scale ranges, mask stride).
         batch_size: images per batch (global batch under a ``tf.distribute`` strategy).
-        augment: augmentation; default ``AugmentConfig(crop_size=canvas)``.
-        seed: seeds the shuffle order and every augmentation.
+        augment: augmentation after the resize; default ``AugmentConfig.paper()`` (flips). An
+            image it enlarges beyond the canvas is cropped to it at a random place.
+        seed: seeds the shuffle order, the scales and every augmentation.
         shuffle_buffer: ``tf.data`` shuffle buffer.
         start_step: batches already trained (when resuming): they are skipped before any work,
             so a resumed run sees the same data order it would have seen.
         max_instances: pad every batch's instance masks to exactly this many (with
-            ``max_positives``, every batch has the same shapes, so the training step is traced
-            and XLA-compiled once instead of once per shape). None: pad to the batch maximum.
+            ``max_positives``, every batch of an orientation has the same shapes, so the training
+            step is traced and XLA-compiled once per orientation instead of once per shape). None:
+            pad to the batch maximum.
         max_positives: likewise for the (cell, instance) pairs.
+        short_sides: multi-scale training: each image's short side is drawn from these
+            (at most the short side of ``config.image_scale``); None: the model's scale.
 
     Returns:
-        ``(images (B, Hc, Wc, 3) uint8, targets)`` batches; see :func:`to_training_example`, with
-        pairs and masks padded per batch (``pos_valid`` is 0 on padding, 1 on real pairs).
+        ``(images (B, Hc, Wc, 3) uint8, targets)`` batches, one canvas per batch
+        (``solo_lib.geometry.canvas_size``); see :func:`to_training_example`, with pairs and masks
+        padded per batch (``pos_valid`` is 0 on padding, 1 on real pairs).
+
+    Raises:
+        ConfigError: no image scale in ``config``, or bad ``short_sides``.
     """
-    if canvas[0] % 32 or canvas[1] % 32:
-        raise ConfigError(f"canvas {canvas} must be a multiple of 32 in both dimensions")
-    augment = augment or aug.AugmentConfig(crop_size=canvas)
-    if augment.crop_size is None or augment.crop_size[0] > canvas[0] or augment.crop_size[1] > canvas[1]:
-        augment = aug.AugmentConfig(**{**augment.__dict__, "crop_size": canvas})
+    short_sides = check_short_sides(short_sides, config)
+    augment = augment or aug.AugmentConfig.paper()
     base_seed = tf.constant([seed, 0], tf.int64)
+    image_scale = config.image_scale
+    # A square scale gives both orientations one canvas: a Python constant, so batches have static
+    # shapes and need no grouping. Otherwise the canvas is chosen per image, in the graph.
+    landscape, portrait = canvas_size(1, 2, image_scale), canvas_size(2, 1, image_scale)
+    fixed = landscape if landscape == portrait else None
 
     def prepare(index, sample):
-        sample = fit_to_canvas(sample, canvas)
-        sample = aug.augment(sample, tf.random.experimental.stateless_fold_in(base_seed, index), augment)
+        scale_seed, augment_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(base_seed, index), num=3))
+        # The canvas of the image's orientation, decided by its original size.
+        canvas = fixed or canvas_size_tensor(tf.shape(sample["image"])[:2], image_scale)
+        sample = aug.resize_to_scale(sample, training_scale(config, short_sides, scale_seed))
+        sample = aug.augment(sample, augment_seed, augment)
+        sample = aug.random_crop(sample, canvas, crop_seed)  # a no-op unless augmentation enlarged it
         return to_training_example(sample, config, canvas)
 
+    def orientation(index, sample):
+        shape = tf.shape(sample["image"])
+        return tf.cast(shape[1] > shape[0], tf.int64)  # 1: landscape, 0: portrait or square
+
     ds = source.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.enumerate().skip(start_step * batch_size)  # the index seeds the element's augmentation
+    ds = ds.enumerate()  # the index seeds the element's scale and augmentation
+    if fixed is None:
+        # Consecutive runs of batch_size images of one orientation, so each batch has one canvas
+        # (the authors' GroupSampler groups by aspect ratio the same way). Grouping happens before
+        # any work, so skipping the batches already trained stays cheap and keeps the order.
+        ds = ds.group_by_window(orientation, lambda key, window: window, window_size=batch_size)
+    ds = ds.skip(start_step * batch_size)
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     padded_shapes = None
     if max_instances is not None or max_positives is not None:
         ds = ds.map(lambda image, t: _check_limits(image, t, max_instances, max_positives))
-        k, n, stride = max_positives, max_instances, config.mask_stride
-        padded_shapes = ((canvas[0], canvas[1], 3), {
+        k, n = max_positives, max_instances
+        hc, wc = fixed or (None, None)
+        stride = config.mask_stride
+        padded_shapes = ((hc, wc, 3), {
             "category": (config.num_cells,), "pos_cells": (k,), "pos_instances": (k,), "pos_valid": (k,),
-            "masks": (n, canvas[0] // stride, canvas[1] // stride)})
+            "masks": (n, hc and hc // stride, wc and wc // stride)})
     return ds.padded_batch(batch_size, padded_shapes=padded_shapes, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 

@@ -7,6 +7,16 @@
 * ``tiny``: four small stages of two 3x3 conv -> GroupNorm -> ReLU blocks (32, 64, 96, 128
   channels), enough for the 256-px sample dataset on a CPU.
 
+Fine-tuning a pretrained ResNet the way the reference does (WXinlong/SOLO's configs, through
+mmdetection's ``ResNet``) takes two more arguments:
+
+* ``frozen_stages``: the stem and the first stages keep their weights (``trainable = False``: the
+  optimiser never sees them, and Keras runs a non-trainable BatchNormalization in inference mode).
+  Early layers learn generic edges and textures that ImageNet already taught them.
+* ``norm_eval``: every BatchNormalization runs in inference mode, using and keeping its moving
+  statistics, while its scale and offset still train. Statistics of a batch of two images per
+  device are too noisy to replace ImageNet's.
+
 Both are Keras layers that save and load with ``safe_mode=True``. With ``remat=True`` a training
 call checkpoints the backbone piece by piece (``solo_lib.model.remat``), keeping only the pieces'
 outputs for the backward pass: ResNet-50's stem and stages, each stage replayed as a chain of
@@ -37,7 +47,50 @@ TINY_CHANNELS = (32, 64, 96, 128)
 TINY_TAPS = tuple(f"stage{stage}_relu1" for stage in range(4))
 
 
-def _resnet50_features(weights: str | None) -> keras.Model:
+@keras.saving.register_keras_serializable(package="solo_lib")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` that can stay in inference mode in training calls.
+
+    Keras passes a model's ``training`` flag to every layer inside it, and its BatchNormalization
+    leaves inference mode only by ``trainable = False``, which also freezes the scale and offset.
+    ``norm_eval=True`` keeps the layer in inference mode (normalise with the moving statistics,
+    never update them) while ``gamma`` and ``beta`` stay trainable: PyTorch's ``module.eval()``
+    on a BatchNorm whose parameters still require gradients, as mmdetection's ``norm_eval`` does.
+
+    It keeps Keras' class name on purpose, as :class:`solo_lib.model.norm.GroupNormalization`
+    does: weights files name a layer's weights after its class, so weights saved with or without
+    ``norm_eval`` load into either.
+
+    Args:
+        norm_eval: always run in inference mode.
+        **kwargs: ``keras.layers.BatchNormalization``'s arguments.
+    """
+
+    def __init__(self, *args, norm_eval=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.norm_eval = norm_eval
+
+    def call(self, inputs, training=None, mask=None):
+        return super().call(inputs, training=False if self.norm_eval else training, mask=mask)
+
+    def get_config(self):
+        return {**super().get_config(), "norm_eval": self.norm_eval}
+
+
+def _with_norm_eval(model: keras.Model) -> keras.Model:
+    """A copy of ``model`` (same layer names and weights) whose BatchNormalization layers are
+    :class:`BatchNormalization` with ``norm_eval=True``."""
+    def clone(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return BatchNormalization.from_config({**layer.get_config(), "norm_eval": True})
+        return layer.__class__.from_config(layer.get_config())
+
+    evaluated = keras.models.clone_model(model, clone_function=clone)
+    evaluated.set_weights(model.get_weights())
+    return evaluated
+
+
+def _resnet50_features(weights: str | None, norm_eval: bool = False) -> keras.Model:
     """ResNet50 without its classifier, returning ``[C2, C3, C4, C5]``."""
     local = weights is not None and weights != "imagenet"
     if local and not os.path.isfile(weights):
@@ -46,6 +99,8 @@ def _resnet50_features(weights: str | None) -> keras.Model:
                                        input_shape=(None, None, 3))
     if local:
         base.load_weights(weights)
+    if norm_eval:
+        base = _with_norm_eval(base)
     return keras.Model(base.input, [base.get_layer(name).output for name in RESNET50_TAPS], name="resnet50_c2_c5")
 
 
@@ -64,6 +119,25 @@ def _tiny_features(groups: int, closed_form_gradient: bool = True) -> keras.Mode
     return keras.Model(inputs, outputs, name="tiny_c2_c5")
 
 
+def frozen_prefixes(kind: str, frozen_stages: int) -> tuple[str, ...]:
+    """Name prefixes of the backbone layers that ``frozen_stages`` freezes.
+
+    mmdetection's ``ResNet._freeze_stages`` (the reference's backbone): -1 freezes nothing, 0 the
+    stem, k >= 1 the stem and the first k stages. ResNet-50's stem is ``conv1_*`` and ``pool1_*``
+    and its stages ``conv2_*`` ... ``conv5_*``; the tiny backbone has no separate stem, so k
+    freezes its stages ``stage0_*`` ... ``stage{k-1}_*`` and 0 freezes nothing.
+
+    Raises:
+        ValueError: ``frozen_stages`` outside ``-1..4``.
+    """
+    if isinstance(frozen_stages, bool) or not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= 4:
+        raise ValueError(f"frozen_stages must be -1 (none), 0 (the stem) or 1-4, got {frozen_stages!r}")
+    if kind == "resnet50":
+        stem = ("conv1_", "pool1_") if frozen_stages >= 0 else ()
+        return stem + tuple(f"conv{stage}_" for stage in range(2, frozen_stages + 2))
+    return tuple(f"stage{stage}_" for stage in range(frozen_stages))
+
+
 @keras.saving.register_keras_serializable(package="solo_lib")
 class Backbone(keras.layers.Layer):
     """C2-C5 feature extractor.
@@ -71,9 +145,12 @@ class Backbone(keras.layers.Layer):
     Args:
         kind: ``"resnet50"`` or ``"tiny"``.
         weights: ``None`` (random init), ``"imagenet"`` or a local weights file (resnet50 only).
-        freeze: keep the weights fixed (``trainable = False``).
+        freeze: keep all the weights fixed (``trainable = False``).
         groups: GroupNorm groups of the tiny backbone.
         remat: checkpoint the backbone in training calls (see the module docstring).
+        frozen_stages: keep the stem and the first stages fixed (see :func:`frozen_prefixes`).
+        norm_eval: run every BatchNormalization in inference mode, its scale and offset still
+            trainable (see :class:`BatchNormalization`); the tiny backbone has none.
 
     Call:
         images ``(B, H, W, 3)`` normalised -> ``[C2, C3, C4, C5]`` at strides 4, 8, 16, 32
@@ -81,11 +158,13 @@ class Backbone(keras.layers.Layer):
     """
 
     def __init__(self, kind: str = "resnet50", weights: str | None = None, freeze: bool = False, groups: int = 16,
-                 remat: bool = False, **kwargs):
+                 remat: bool = False, frozen_stages: int = -1, norm_eval: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.kind, self.weights_source, self.freeze, self.groups, self.remat = kind, weights, freeze, groups, remat
+        self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
+        frozen = frozen_prefixes(kind, frozen_stages)
         if kind == "resnet50":
-            self.features = _resnet50_features(weights)
+            self.features = _resnet50_features(weights, norm_eval)
             taps, boundaries = RESNET50_TAPS, RESNET50_SEGMENTS
         elif kind == "tiny":
             if weights is not None:
@@ -95,6 +174,9 @@ class Backbone(keras.layers.Layer):
         else:
             raise ValueError(f"unknown backbone {kind!r}; use 'resnet50' or 'tiny'")
         self.features.trainable = not freeze
+        for layer in self.features.layers:
+            if layer.name.startswith(frozen):
+                layer.trainable = False
         self.taps, self.groups_of_pieces = taps, boundaries
         self.segments = Segments.of(self.features, [name for group in boundaries for name in group]) if remat else None
 
@@ -118,4 +200,5 @@ class Backbone(keras.layers.Layer):
     def get_config(self):
         # A saved model restores its trained weights from the file itself: never re-download.
         return {**super().get_config(), "kind": self.kind, "weights": None, "freeze": self.freeze,
-                "groups": self.groups, "remat": self.remat}
+                "groups": self.groups, "remat": self.remat, "frozen_stages": self.frozen_stages,
+                "norm_eval": self.norm_eval}

@@ -47,15 +47,23 @@ class GroupNormalization(keras.layers.GroupNormalization):
     with Keras' layer (``data/sample_model``, a learner's checkpoints) load into this one unchanged.
 
     Args:
+        groups: number of groups the channels are split into.
+        axis: the channel axis.
+        epsilon: added to each group's variance. 1e-5 as in the reference code (WXinlong/SOLO
+            builds its GroupNorm layers with mmdetection's ``build_norm_layer``, which sets 1e-5,
+            also PyTorch's ``nn.GroupNorm`` default) rather than Keras' 1e-3, which noticeably
+            damps the normalised values of feature maps with a small variance. A layer restored
+            from its own Keras config keeps the epsilon stored there (SOLOv2 stores no layer
+            configs: it builds its layers, and so this default, from its ``SOLOConfig``).
         closed_form_gradient: compute as described in the module docstring; False uses Keras'
             computation. The model turns it off with ``remat=True``: in the gradient-checkpointed
             paper step it raised peak memory by about 60 MB (1955 -> 2021 MB, two runs of each,
             first call 2016 -> 2166 MB) for no gain in speed, that step being 80 % convolutions.
-        **kwargs: ``keras.layers.GroupNormalization``'s arguments.
+        **kwargs: ``keras.layers.GroupNormalization``'s other arguments.
     """
 
-    def __init__(self, *args, closed_form_gradient=True, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, groups=32, axis=-1, epsilon=1e-5, closed_form_gradient=True, **kwargs):
+        super().__init__(groups=groups, axis=axis, epsilon=epsilon, **kwargs)
         self.closed_form_gradient = closed_form_gradient
 
     def call(self, inputs):

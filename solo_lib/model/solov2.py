@@ -1,7 +1,8 @@
 """SOLOv2: backbone -> FPN -> (head, mask feature), as one Keras model (notebook 06).
 
-``SOLOv2(config)(images)`` takes RGB images ``(B, H, W, 3)`` with values 0-255 (the batch canvas,
-padded to a multiple of 32 by :func:`pad_to_multiple`) and returns a dict:
+``SOLOv2(config)(images)`` takes RGB images ``(B, H, W, 3)`` with values 0-255, H and W multiples of
+32 (the canvas: images resized to ``config.image_scale`` and padded, by the training pipeline or
+``solo_lib.inference.preprocess``; see ``solo_lib.geometry``) and returns a dict:
 
 * ``category``: ``(B, sum S^2, C)`` class logits of every grid cell of every level;
 * ``kernel``: ``(B, sum S^2, E)`` the dynamic 1x1 kernel of every cell;
@@ -95,7 +96,8 @@ class SOLOv2(keras.Model):
         c = self.config
         self.class_names = check_class_names(class_names, c.num_classes)
         self.backbone = Backbone(c.backbone, c.backbone_weights, c.freeze_backbone, groups=c.norm_groups,
-                                 remat=c.remat, name="backbone")
+                                 remat=c.remat, frozen_stages=c.frozen_stages, norm_eval=c.norm_eval,
+                                 name="backbone")
         self.fpn = FPN(c.fpn_channels, with_p6=c.num_levels == 5, remat=c.remat, name="fpn")
         self.head = SOLOv2Head(c.num_classes, c.grid_sizes, c.head_convs, c.head_channels, c.mask_channels,
                                c.norm_groups, c.prior_prob, remat=c.remat, name="head")
