@@ -78,8 +78,9 @@ def canvas_views(sample, config, instance: int = 0) -> dict:
 def draw_canvas_views(views: dict, config, level: int = 0, label: int = 0):
     """The three views of :func:`canvas_views` side by side, on one level's grid.
 
-    Each panel shows its canvas (padding in gray) with the level's S x S grid; the instance's
-    centre cell is outlined in black; the training panel also fills the cells that own it.
+    Each panel shows its canvas (padding in gray) with the level's S x S grid and the instance's
+    outline in its class colour; the instance's centre cell is outlined in black; the training
+    panel also fills the cells that own it, in white.
 
     Returns:
         The figure.
@@ -100,15 +101,16 @@ def draw_canvas_views(views: dict, config, level: int = 0, label: int = 0):
         for t in range(1, grid):
             ax.axvline(t * cell_w, color="black", lw=0.4, alpha=0.5)
             ax.axhline(t * cell_h, color="black", lw=0.4, alpha=0.5)
-        for i, j in view.get("positive_cells", [[]] * (level + 1))[level]:
-            ax.add_patch(plt.Rectangle((j * cell_w, i * cell_h), cell_w, cell_h,
-                                       color=class_color(label), alpha=0.5, lw=0))
+        positives = view.get("positive_cells", [[]] * (level + 1))[level]
+        for i, j in positives:  # white: visible on any class colour
+            ax.add_patch(plt.Rectangle((j * cell_w, i * cell_h), cell_w, cell_h, color="white", alpha=0.6, lw=0))
         i, j = view["centre_cells"][level]
         ax.add_patch(plt.Rectangle((j * cell_w, i * cell_h), cell_w, cell_h, fill=False, ec="black", lw=2))
         ax.set_xlim(-0.5, wc - 0.5)
         ax.set_ylim(hc - 0.5, -0.5)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"{names[key]}\ncanvas {hc}x{wc}, S={grid}: centre in cell ({i}, {j})", fontsize=9)
+        owners = f", {len(positives)} positive cells (white)" if "positive_cells" in view else ""
+        ax.set_title(f"{names[key]}\ncanvas {hc}x{wc}, S={grid}: centre in cell ({i}, {j}){owners}", fontsize=9)
     fig.tight_layout()
     return fig

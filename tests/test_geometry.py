@@ -197,3 +197,13 @@ def test_on_canvas_keeps_instances_aligned_and_drops_vanished_ones():
     assert placed.iscrowd.tolist() == [False, True] and placed.masks.shape == (2, 224, 320)
     assert not placed.image[200:].any() and not placed.image[:, 300:].any()  # padding after the image
     np.testing.assert_array_equal(placed.boxes[1], [200, 125, 295, 195])  # [x0, y0, x1, y1) of mask 2, halved
+
+
+def test_configs_saved_before_the_image_scale_keep_their_native_size_inference():
+    old = SOLOConfig.tiny(2).to_dict()
+    del old["image_scale"]  # as in checkpoints written before the setting existed
+    config = SOLOConfig.from_dict(old)
+    assert config.image_scale is None
+    canvas, resized = preprocess(np.zeros((100, 150, 3), np.uint8), config)
+    assert resized == (100, 150) and canvas.shape == (1, 128, 160, 3)  # only padded, as these models ran
+    assert SOLOConfig.from_dict(SOLOConfig.tiny(2).to_dict()).image_scale == (256, 256)
