@@ -216,7 +216,14 @@ def test_widget_notebook_runs_and_its_widgets_work(name, page, jupyter_lab):
 def check_explorer(page, name, cell, spec, stem):
     """The explorer shows its sliders and one figure; each slider, moved, redraws the figure."""
     sliders = cell.locator(".widget-slider")
-    labels = tuple(sliders.nth(i).locator(".widget-label").inner_text() for i in range(sliders.count()))
+    labels = []
+    for i in range(sliders.count()):
+        # As a learner would: scroll to the slider first. JupyterLab renders cells outside the
+        # viewport lazily, and a label that is not rendered has no inner text (a tall figure above
+        # the explorer, as in notebook 04, can leave it below the window after Run All).
+        sliders.nth(i).scroll_into_view_if_needed()
+        labels.append(sliders.nth(i).locator(".widget-label").inner_text())
+    labels = tuple(labels)
     assert labels == spec.sliders, f"{name}: explorer sliders are {labels}, expected {spec.sliders}"
     shown = cell.locator(FIGURE).count()
     assert shown == 1, f"{name}: the explorer shows {shown} figures, expected 1"
