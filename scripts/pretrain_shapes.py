@@ -9,9 +9,9 @@ the pretrained model has never seen a sample image, training or validation. The 
 written to a temporary folder and deleted afterwards; the same script run again makes the same
 images.
 
-Usage, from the repo root (about 6-7 minutes on a 2-core CPU):
+Usage, from the repo root (about 14 minutes on a 2-core CPU):
 
-    python scripts/pretrain_shapes.py [COUNT] [EPOCHS]      # default 192 images, 40 epochs
+    python scripts/pretrain_shapes.py [COUNT] [EPOCHS]      # default 192 images, 60 epochs
 
 Writes ``tiny_shapes.weights.h5`` (weights only, ~4 MB) and ``tiny_shapes.json``: the SOLOConfig,
 the recipe, the pretraining set and its loss curve, and the model's mask AP on the sample
@@ -35,7 +35,7 @@ from solo_lib.train import TrainConfig, loss_curves, save_weights_only, train
 OUT = Path(__file__).resolve().parents[1] / "data" / "pretrained"
 
 
-def main(count: int = 192, epochs: int = 40) -> None:
+def main(count: int = 192, epochs: int = 60) -> None:
     # A wider recipe than the overfit one: scale jitter and crops, so the features are not tied to
     # one size; more pair slots, since the crowded scenes have more objects than the sample's.
     cfg = TrainConfig.overfit_sample(
