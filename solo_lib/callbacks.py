@@ -9,7 +9,9 @@ are memorised (:class:`MaskAPCurve`). Pass extra ones to ``train(..., callbacks=
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from pathlib import Path
 
@@ -60,23 +62,42 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 
 
 class ProgressBar(keras.callbacks.Callback):
-    """A tqdm bar per epoch with the running loss (silenced by ``TQDM_DISABLE=1``)."""
+    """One tqdm bar for the whole run, with the epoch and the running loss (silenced by
+    ``TQDM_DISABLE=1``).
+
+    One bar, not one per epoch: a notebook keeps every bar it ever displayed in its saved output,
+    so a bar per epoch would leave dozens of frozen bars behind. The bar counts the steps of the
+    epochs this run trains (a resumed run starts at its first new epoch) and is closed when
+    training ends. When a callback such as :class:`MaskAPCurve` stops training early, the bar ends
+    where training ended and says so (a notebook bar closed short of its total is drawn red, as if
+    training had failed).
+    """
 
     def __init__(self, steps: int, epochs: int):
         super().__init__()
-        self.steps, self.epochs = steps, epochs
+        self.steps, self.epochs, self.bar = steps, epochs, None
 
     def on_epoch_begin(self, epoch, logs=None):
-        from tqdm.auto import tqdm
+        if self.bar is None:  # the first epoch of this run tells where a resumed run starts
+            from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False)
+            self.bar = tqdm(total=(self.epochs - epoch) * self.steps, desc="training", unit="step")
+        self.bar.set_description(f"epoch {epoch + 1}/{self.epochs}")
 
     def on_train_batch_end(self, batch, logs=None):
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{float(logs.get('loss', 0.0)):.3f}")
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.bar.close()
+    def on_train_end(self, logs=None):
+        if self.bar is not None:
+            if self.bar.n < self.bar.total:  # stopped early on purpose: a finished bar, not a failed one
+                done, started = self.bar.n, self.bar.start_t
+                self.bar.set_description(f"{self.bar.desc.rstrip(': ')}, stopped early")
+                self.bar.reset(total=done)  # reset() also resizes a notebook bar; it zeroes n and the clock
+                self.bar.start_t = started
+                self.bar.update(done)
+            self.bar.close()
+            self.bar = None
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -118,7 +139,8 @@ class MaskAPCurve(keras.callbacks.Callback):
         done = epoch + 1
         if done % self.every and done != self.params["epochs"]:  # params: set by fit (epochs, steps per epoch)
             return
-        result, _ = evaluate_model(self.model, self.dataset, self.model.config, predict)
+        with _no_evaluation_bar():  # its own bar would interleave with the training bar and log
+            result, _ = evaluate_model(self.model, self.dataset, self.model.config, predict)
         point = {"epoch": done, "steps": done * self.params["steps"], "train_seconds": round(self.seconds, 1),
                  "loss": round(float(logs["loss"]), 4), "mask_ap": round(result.ap, 4), "mask_ap50": round(result.ap50, 4)}
         self.points.append(point)
@@ -127,3 +149,18 @@ class MaskAPCurve(keras.callbacks.Callback):
         if self.stop_at is not None and result.ap50 >= self.stop_at:
             self.reached = point
             self.model.stop_training = True
+
+
+@contextlib.contextmanager
+def _no_evaluation_bar():
+    """Sets ``TQDM_DISABLE=1`` for the duration (``evaluate_model`` reads it at call time), then
+    restores the previous value."""
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TQDM_DISABLE"]
+        else:
+            os.environ["TQDM_DISABLE"] = before

@@ -349,3 +349,32 @@ def evaluate_model(model, dataset: CocoDataset, config, predict_fn: PredictFn,
                              f"(K, {image.shape[0]}, {image.shape[1]}) at the original image size")
         results += predictions_to_coco_results(image_id, masks, pred["labels"], pred["scores"], dataset.categories)
     return evaluate_segm(dataset, results, image_ids=image_ids), results
+
+
+def greedy_match(iou, iou_thr: float) -> np.ndarray:
+    """COCO's matching of one image's detections of one class to its ground truth.
+
+    Detections are taken in score order; each is matched to the not-yet-matched object it
+    overlaps most, if that IoU is at least ``iou_thr``, and is otherwise a false positive. An
+    object matched once cannot be matched again, so a duplicate detection of it is a false
+    positive. This is ``COCOeval.evaluateImg`` without crowd regions or ignored objects (ties go
+    to the later object, as there). Notebook 11, exercise 11c.
+
+    Args:
+        iou: ``(D, G)`` mask IoU of D detections, highest score first, with G objects.
+        iou_thr: the IoU a match needs (0.5 for AP50).
+
+    Returns:
+        ``(D,)`` int: the index of the object each detection matched, or -1.
+    """
+    iou = np.asarray(iou, np.float64)
+    if iou.ndim != 2:
+        raise ValueError(f"iou must be (D, G), got shape {iou.shape}")
+    matched = np.full(iou.shape[0], -1, np.int64)
+    taken = np.zeros(iou.shape[1], bool)
+    for d in range(iou.shape[0] if iou.shape[1] else 0):
+        candidates = np.where(taken, -1.0, iou[d])  # an object matched already is out of the race
+        best = iou.shape[1] - 1 - int(np.argmax(candidates[::-1]))  # the largest IoU; ties: the later object
+        if candidates[best] >= min(iou_thr, 1 - 1e-10):
+            matched[d], taken[best] = best, True
+    return matched

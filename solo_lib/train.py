@@ -176,8 +176,8 @@ class TrainConfig:
         sample set (at most 49 pairs in one image at the tiny preset's scale; a larger image fails
         with a clear message, see ``pipeline.training_dataset``); padding to 192 made
         the mask loss compute 9x the masks it needs. No XLA: with TensorFlow's oneDNN kernels (its
-        default on x86) the plain graph is as fast per step on a 2-core CPU and is ready in about
-        10 s instead of 20-25 s of XLA compilation. The optimiser is the paper's (SGD, momentum 0.9,
+        default on x86) the plain graph is as fast per step on a CPU and needs no compilation
+        (README, Performance, "XLA or not"). The optimiser is the paper's (SGD, momentum 0.9,
         gradient clipping) at 0.01 for a batch of 4, i.e. 4x the linearly scaled paper rate. On
         this data it learns masks about twice as fast per step as Adam at 3e-3; Adam at higher
         rates, or SGD at 0.02 and above, can kill the masks: the dynamic-conv logits are
@@ -215,7 +215,7 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
         dataset: the training images.
         callbacks: extra Keras callbacks.
         log_every: print the epoch line every this many epochs.
-        progress: show a progress bar per epoch.
+        progress: show one progress bar for the run (``callbacks.ProgressBar``).
 
     Returns:
         ``(model, history)``; ``history`` is the Keras ``History`` (per-epoch loss, category_loss,

@@ -16,6 +16,9 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 
 AUGMENTATIONS = ("none", "flip", "brightness", "scale", "crop", "random")
 
+# Group id of the class-name labels drawn by draw_instances, so separate_labels can find them.
+LABEL_GID = "instance-label"
+
 
 def setup_notebook(dpi: int = 80) -> None:
     """Inline figures as JPEG at a modest dpi: the course's textured images make PNG figures
@@ -73,11 +76,60 @@ def draw_instances(ax, image, masks, labels, class_names, boxes=None, *, title=N
             x0, y0, x1, y1 = np.asarray(boxes[k], float)
             ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=color, lw=1, ls="--"))
             ax.text(x0 - 0.5, y0 - 1.5, class_names[int(label)], color="white", fontsize=7,
-                    bbox={"facecolor": color, "pad": 1, "lw": 0})
+                    bbox={"facecolor": color, "pad": 1, "lw": 0}, gid=LABEL_GID)
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=9)
+
+
+def separate_labels(fig, gap: float = 1.0) -> None:
+    """Moves the class-name labels of :func:`draw_instances` so none leaves its axes or covers another.
+
+    A label sits just above its box's top-left corner. A box at the top of the image would push it
+    into the axes title, and boxes with nearby corners stack their labels on top of each other.
+    Call this after the figure's layout is final (after ``tight_layout``): it measures the labels
+    in display pixels, pulls each one inside its axes, and moves it down below any label already
+    placed that it overlaps (in drawing order).
+
+    Args:
+        fig: a figure whose axes were drawn with :func:`draw_instances`.
+        gap: display pixels kept between a label and its neighbours or the axes' edge.
+    """
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        labels = [t for t in ax.texts if t.get_gid() == LABEL_GID]
+        if not labels:
+            continue
+        ax.apply_aspect()  # an image's axes shrink to its aspect ratio only when drawn: do it now
+        frame = ax.get_window_extent(renderer)
+        to_data = ax.transData.inverted()
+        placed = []
+        for text in labels:
+            box = _label_extent(text, renderer)
+            dx = min(0.0, frame.x1 - gap - box.x1) + max(0.0, frame.x0 + gap - box.x0)  # keep it inside
+            dy = min(0.0, frame.y1 - gap - box.y1)  # below the top edge (display y grows upwards)
+            box = box.translated(dx, dy)
+            for _ in range(len(placed) + 1):  # each step clears one overlap; a clear spot is found in time
+                hit = next((other for other in placed if box.overlaps(other)), None)
+                if hit is None or box.y0 - (box.y1 - hit.y0 + gap) < frame.y0:
+                    break  # free, or no room left below: leave it
+                shift = box.y1 - hit.y0 + gap
+                box = box.translated(0.0, -shift)
+                dy -= shift
+            if dx or dy:
+                x, y = ax.transData.transform(text.get_position())
+                text.set_position(to_data.transform((x + dx, y + dy)))
+            placed.append(box)
+
+
+def _label_extent(text, renderer):
+    """Display-pixel extent of a label including its coloured background box."""
+    patch = text.get_bbox_patch()
+    if patch is not None:
+        text.update_bbox_position_size(renderer)
+        return patch.get_window_extent(renderer)
+    return text.get_window_extent(renderer)
 
 
 def show_samples(samples, *, class_names=None, ncols: int = 4, size: float = 3.0, titles=None):
@@ -105,6 +157,7 @@ def show_samples(samples, *, class_names=None, ncols: int = 4, size: float = 3.0
         draw_instances(ax, s["image"], s["masks"], s["labels"], class_names or s["class_names"], s["boxes"],
                        title=title)
     fig.tight_layout()
+    separate_labels(fig)
     return fig
 
 
@@ -156,6 +209,7 @@ def augmentation_view(sample: dict, class_names, transform: str = "random", amou
                    title=f"after {transform}: {len(out['labels'])} instances, "
                          f"{out['image'].shape[1]}x{out['image'].shape[0]}")
     fig.tight_layout()
+    separate_labels(fig)
     return fig, out
 
 

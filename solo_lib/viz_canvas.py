@@ -110,7 +110,7 @@ def draw_canvas_views(views: dict, config, level: int = 0, label: int = 0):
         ax.set_ylim(hc - 0.5, -0.5)
         ax.set_xticks([])
         ax.set_yticks([])
-        owners = f", {len(positives)} positive cells (white)" if "positive_cells" in view else ""
-        ax.set_title(f"{names[key]}\ncanvas {hc}x{wc}, S={grid}: centre in cell ({i}, {j}){owners}", fontsize=9)
+        owners = f"\n{len(positives)} positive cells (white)" if "positive_cells" in view else ""
+        ax.set_title(f"{names[key]}\ncanvas {hc}x{wc}, S={grid}\ncentre in cell ({i}, {j}){owners}", fontsize=9)
     fig.tight_layout()
     return fig

@@ -77,3 +77,39 @@ def test_show_samples_accepts_samples_and_dicts():
     assert titles == [f"image {ds[0].image_id}: {len(ds[0].labels)} instances",
                       f"image {ds[1].image_id}: {len(ds[1].labels)} instances"]
     plt.close(fig)
+
+
+def _label_boxes(fig):
+    """Display extents of every class-name label, per axes, after drawing."""
+    renderer = fig.canvas.get_renderer()
+    return {ax: [viz._label_extent(t, renderer) for t in ax.texts if t.get_gid() == viz.LABEL_GID]
+            for ax in fig.axes}
+
+
+@pytest.mark.parametrize("draw", ["augmentation_view", "show_samples"])
+def test_labels_stay_inside_their_axes_and_apart(draw):
+    # Two boxes with the same top-left corner on the image's top edge: unmoved, both labels would
+    # sit on one spot above the image, over the title.
+    s = toy_sample()
+    s["masks"][:] = 0
+    s["masks"][0, 0:12, 5:25] = 1
+    s["masks"][1, 0:20, 5:30] = 1
+    s["masks"][2, 1:8, 6:12] = 1
+    s["boxes"] = boxes_from_masks(s["masks"])
+    if draw == "augmentation_view":
+        fig, _ = viz.augmentation_view(s, NAMES, "none")
+    else:
+        fig = viz.show_samples([s, s], class_names=NAMES, ncols=2)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax, boxes in _label_boxes(fig).items():
+        if not ax.get_visible() or not ax.axison:
+            continue
+        assert len(boxes) == 3
+        frame = ax.get_window_extent(renderer)
+        title = ax.title.get_window_extent(renderer)
+        for k, box in enumerate(boxes):
+            assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            assert not box.overlaps(title)
+            assert not any(box.overlaps(other) for other in boxes[:k])
+    plt.close(fig)

@@ -70,6 +70,8 @@ def test_figure_draws_the_cells_it_computed(sample, config):
             row, col = view["centre_cells"][level]
             assert f"centre in cell ({row}, {col})" in ax.get_title()
             assert f"canvas {view['canvas'][0]}x{view['canvas'][1]}" in ax.get_title()
+            # Titles are wrapped so neighbouring panels' titles never overlap.
+            assert max(len(line) for line in ax.get_title().splitlines()) <= 40
             filled = [p for p in ax.patches if isinstance(p, Rectangle) and p.get_fill()]
             assert len(filled) == len(view.get("positive_cells", [[]] * 3)[level])
             outlined = [p for p in ax.patches if isinstance(p, Rectangle) and not p.get_fill()]

@@ -1,6 +1,8 @@
-"""Solution to the exercise of notebook 05."""
+"""Solutions to the exercises of notebook 05."""
 
 import math
+
+import numpy as np
 
 
 def feature_sizes(h, w):
@@ -13,3 +15,13 @@ def feature_sizes(h, w):
         h, w = math.ceil(h / 2), math.ceil(w / 2)
         sizes.append((h, w))
     return sizes
+
+
+def top_down(laterals):
+    """M5 = L5; going down, M_k = L_k + M_{k+1} upsampled x2 (nearest), cropped to L_k's size."""
+    merged = [laterals[-1]]
+    for lateral in reversed(laterals[:-1]):
+        h, w = lateral.shape[1], lateral.shape[2]
+        up = np.repeat(np.repeat(merged[0], 2, axis=1), 2, axis=2)[:, :h, :w]
+        merged.insert(0, lateral + up)
+    return merged

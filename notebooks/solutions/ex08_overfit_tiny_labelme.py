@@ -1,9 +1,15 @@
 """Solution to the exercise of notebook 08."""
 
+import tensorflow as tf
 
-def learning_rate(step, base, warmup_steps, ratio, boundaries, factor):
-    """Linear warm-up from ratio * base to base over warmup_steps, then x factor after each boundary."""
-    rate = base * factor ** sum(step >= b for b in boundaries)
-    if step < warmup_steps:
-        rate *= ratio + (1 - ratio) * step / warmup_steps
-    return rate
+from solo_lib.losses import solo_losses
+
+
+def train_step(model, optimizer, images, targets):
+    """One optimisation step: forward pass, SOLO losses, gradient of the total, optimizer update."""
+    with tf.GradientTape() as tape:
+        outputs = model(images, training=True)
+        losses = solo_losses(outputs, targets, model.config)
+    grads = tape.gradient(losses["total"], model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return losses["total"]

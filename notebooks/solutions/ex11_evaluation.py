@@ -24,3 +24,19 @@ def coco_ap(is_match, num_ground_truth):
         first = np.searchsorted(recall, r, side="left")  # the first detection that reaches recall r
         total += precision[first] if first < recall.size else 0.0
     return total / 101
+
+
+def match(iou, iou_thr):
+    """COCO's greedy matching: each detection, in score order, takes the untaken object it overlaps
+    most, if that IoU reaches ``iou_thr``."""
+    iou = np.asarray(iou, float)
+    taken = np.zeros(iou.shape[1], bool)
+    is_match = np.zeros(iou.shape[0], bool)
+    for d in range(iou.shape[0]):
+        best, best_iou = -1, iou_thr
+        for g in range(iou.shape[1]):
+            if not taken[g] and iou[d, g] >= best_iou:  # >=: a tie goes to the later object, as in COCOeval
+                best, best_iou = g, iou[d, g]
+        if best >= 0:
+            taken[best] = is_match[d] = True
+    return is_match

@@ -1,8 +1,9 @@
-"""Checkers of the exercises of notebooks 08-11 (training, resuming, inference, evaluation).
+"""Checkers of the exercises of notebooks 08-11 (a training step, resuming, the learning-rate
+schedule, inference, evaluation).
 
 Each ``check_NN*`` takes the learner's function, runs it on cases with known answers and returns a
 short description of what was checked, or raises ``Wrong`` naming the first failing case. Where
-the library already does the job (the learning-rate schedule, point NMS, Matrix NMS, COCO's mask
+the library already does the job (the training step, the learning-rate schedule, point NMS, Matrix NMS, COCO's mask
 IoU) the expected answers come from it; the COCO AP interpolation is written out here in numpy,
 following ``COCOeval.accumulate``.
 """
@@ -27,28 +28,63 @@ def _blobs(count: int, height: int, width: int, rng) -> np.ndarray:
     return masks
 
 
-# -- 08: the overfitting recipe ----------------------------------------------------------------
+# -- 08: one training step by hand -----------------------------------------------------------
 
-def check_08a_learning_rate(learning_rate) -> str:
-    """``learning_rate(step, base, warmup_steps, ratio, boundaries, factor) -> float``: linear
-    warm-up from ``ratio * base`` to ``base``, then ``base * factor ** (boundaries passed)``."""
-    from solo_lib.optim import WarmupStepDecay
+def check_08a_train_step(train_step) -> str:
+    """``train_step(model, optimizer, images, targets) -> total loss``: one optimisation step written
+    out (forward pass, SOLO losses, gradient, optimizer update), compared with ``SOLOv2.train_step``
+    run on an identical copy of a tiny model, for two steps (the second one uses the momentum the
+    first left in the optimizer)."""
+    import keras
 
-    settings = ((0.01, 20, 0.01, (720,), 0.1), (0.02, 500, 0.001, (8000, 11000), 0.1), (0.1, 1, 0.5, (), 0.5))
-    for base, warmup, ratio, boundaries, factor in settings:
-        schedule = WarmupStepDecay(base, warmup, ratio, boundaries, factor)
-        for step in sorted({0, 1, warmup // 2, warmup - 1, warmup, warmup + 1, *boundaries,
-                            *(b - 1 for b in boundaries), 12000}):
-            expected = float(schedule(step))
-            got = learning_rate(step, base, warmup, ratio, boundaries, factor)
-            _expect(np.isclose(float(got), expected, rtol=1e-5),
-                    f"step {step} (base {base}, warm-up {warmup} steps from {ratio} x base, decay x{factor} at "
-                    f"{list(boundaries)}): expected {expected:.6g}, got {got!r} (hint: at step 0 the rate is "
-                    "ratio x base, not 0; the warm-up ends at warmup_steps)")
-    return "3 schedules, steps around the warm-up end and each decay"
+    from solo_lib.config import SOLOConfig
+    from solo_lib.data import pipeline
+    from solo_lib.data.coco import load_sample_dataset
+    from solo_lib.model.solov2 import build_model
+
+    try:  # a stub raises before it looks at its arguments: know that before building two models
+        train_step(None, None, None, None)
+    except NotImplementedError:
+        raise
+    except Exception:  # an attempt, failing on these placeholder arguments as it should
+        pass
+    dataset = load_sample_dataset("train")
+    config = SOLOConfig.tiny(dataset.num_classes, image_scale=(96, 96))
+    batches = iter(pipeline.training_dataset(pipeline.in_memory_source(dataset), config, batch_size=2, seed=8))
+    keras.utils.set_random_seed(8)
+    yours = build_model(config, (96, 96))
+    reference = None  # built after your first step, from the same starting weights
+
+    def sgd():  # the recipe's optimiser: SGD with momentum 0.9, global gradient clipping at 35
+        return keras.optimizers.SGD(0.01, momentum=0.9, global_clipnorm=35.0)
+
+    optimizer = sgd()
+    for step in (1, 2):
+        images, targets = next(batches)
+        before = yours.get_weights()
+        got = train_step(yours, optimizer, images, targets)
+        if reference is None:
+            reference = build_model(config, (96, 96))
+            reference.set_weights(before)
+            reference.compile(optimizer=sgd())
+        for metric in reference.metrics:
+            metric.reset_state()
+        expected = float(reference.train_step((images, targets))["loss"])
+        _expect(all(float(m.count.numpy()) == 0 for m in yours.metrics),
+                "your function called model.train_step (or fit): write the step yourself with tf.GradientTape")
+        _expect(got is not None and np.isclose(float(got), expected, rtol=1e-4),
+                f"step {step}: your function returned the loss {got!r}, the library's step computed {expected:.5f} "
+                "(hint: return solo_losses(...)['total'], the category loss plus the weighted mask loss)")
+        for ref_w, your_w in zip(reference.trainable_weights, yours.trainable_weights):
+            _expect(np.allclose(your_w.numpy(), ref_w.numpy(), rtol=1e-4, atol=1e-6),
+                    f"step {step}: after your step the weight {ref_w.path} differs from the library's by up to "
+                    f"{np.abs(your_w.numpy() - ref_w.numpy()).max():.2g} (hint: differentiate the total loss with "
+                    "respect to model.trainable_variables, and let optimizer.apply_gradients update them, so "
+                    "momentum and clipping apply)")
+    return "2 steps of a tiny model on sample batches: same loss and same weights as SOLOv2.train_step"
 
 
-# -- 09: resuming ------------------------------------------------------------------------------
+# -- 09: resuming and the learning-rate schedule ------------------------------------------------
 
 def check_09a_resume_epoch(resume_epoch) -> str:
     """``resume_epoch(file_names) -> int``: epochs done by the newest ``epoch_NNNN.keras``, 0 if none."""
@@ -65,6 +101,25 @@ def check_09a_resume_epoch(resume_epoch) -> str:
         _expect(got == expected, f"{names}: expected {expected}, got {got!r} (hint: only names that are exactly "
                                  "epoch_ + 4 digits + .keras are checkpoints)")
     return f"{len(cases)} folders, with half-written and unrelated files"
+
+
+def check_09b_learning_rate(learning_rate) -> str:
+    """``learning_rate(step, base, warmup_steps, ratio, boundaries, factor) -> float``: linear
+    warm-up from ``ratio * base`` to ``base``, then ``base * factor ** (boundaries passed)``."""
+    from solo_lib.optim import WarmupStepDecay
+
+    settings = ((0.01, 20, 0.01, (720,), 0.1), (0.02, 500, 0.001, (8000, 11000), 0.1), (0.1, 1, 0.5, (), 0.5))
+    for base, warmup, ratio, boundaries, factor in settings:
+        schedule = WarmupStepDecay(base, warmup, ratio, boundaries, factor)
+        for step in sorted({0, 1, warmup // 2, warmup - 1, warmup, warmup + 1, *boundaries,
+                            *(b - 1 for b in boundaries), 12000}):
+            expected = float(schedule(step))
+            got = learning_rate(step, base, warmup, ratio, boundaries, factor)
+            _expect(np.isclose(float(got), expected, rtol=1e-5),
+                    f"step {step} (base {base}, warm-up {warmup} steps from {ratio} x base, decay x{factor} at "
+                    f"{list(boundaries)}): expected {expected:.6g}, got {got!r} (hint: at step 0 the rate is "
+                    "ratio x base, not 0; the warm-up ends at warmup_steps)")
+    return "3 schedules, steps around the warm-up end and each decay"
 
 
 # -- 10: inference and Matrix NMS ----------------------------------------------------------------

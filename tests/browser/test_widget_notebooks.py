@@ -3,8 +3,9 @@
 nbval proves the kernels run; widgets only exist in a browser. For each notebook whose committed
 outputs show a widget, this opens it in JupyterLab, runs all cells, and checks what a learner would
 see: no cell with an error, no "Error displaying widget", the widgets drawn as widgets (not as their
-plain-text stand-in), and every slider of the notebook's explorer redrawing its figure when moved
-with the keyboard. Screenshots of the widget cell go to ``outputs/browser/``.
+plain-text stand-in), and every slider of each explorer redrawing its figure when moved with the
+keyboard. A notebook may have several widget cells; each is checked and photographed. Screenshots of
+the widget cells go to ``outputs/browser/``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ SLIDER_TIMEOUT = 60_000  # ms: one callback re-run
 
 @dataclass(frozen=True)
 class WidgetCell:
-    """The cell of a notebook whose widgets are checked and photographed.
+    """A cell of a notebook whose widgets are checked and photographed.
 
     Attributes:
         code: text that occurs in that cell's source and in no other code cell.
@@ -38,12 +39,16 @@ class WidgetCell:
     sliders: tuple[str, ...] = ()
 
 
+# The widget cells of each notebook, in notebook order. Adding an explorer to a notebook = one more
+# WidgetCell in its tuple.
 WIDGET_CELLS = {
-    "03_augmentation.ipynb": WidgetCell("viz.augmentation_explorer(", ("image", "amount", "seed")),
-    "04_targets_grid_cells.ipynb": WidgetCell("viz.grid_explorer(", ("image", "level", "instance")),
-    # tqdm's notebook progress bars, one per epoch while the model trains (closed after each epoch).
-    "08_overfit_tiny_labelme.ipynb": WidgetCell("model, history = train("),
-    "10_inference_and_matrix_nms.ipynb": WidgetCell("viz.nms_explorer(", ("sigma", "keep >=", "score >")),
+    "03_augmentation.ipynb": (WidgetCell("viz.augmentation_explorer(", ("image", "amount", "seed")),),
+    "04_targets_grid_cells.ipynb": (WidgetCell("viz.grid_explorer(", ("image", "level", "instance")),),
+    # tqdm's notebook progress bar, one for the whole run while the model trains (closed at the end; it
+    # reads "stopped early" when MaskAPCurve stops at the bar).
+    "08_overfit_tiny_labelme.ipynb": (WidgetCell("model, history = train("),),
+    "10_inference_and_matrix_nms.ipynb": (WidgetCell("viz_inspect.cell_inspector(", ("level", "row", "column")),
+                                          WidgetCell("viz_nms.sigma_explorer(", ("sigma", "keep >="))),
 }
 
 # The notebook panel showing a path, found among the main area's widgets (not "the current one").
@@ -56,15 +61,17 @@ KERNEL_READY = f"""path => {{
     return Boolean(kernel && kernel.status === 'idle');
 }}"""
 
-# Marks the widget cell and records, for as long as the page lives, whether a widget view was ever
-# drawn in it and any "Error displaying widget" it ever showed (progress bars come and go).
-WATCH_CELL = f"""([path, index]) => {{
+# Marks a widget cell (data-browser-test="widget-cell-K") and records in window.widgetCellLogs[K], for as
+# long as the page lives, whether a widget view was ever drawn in it and any "Error displaying widget"
+# it ever showed (progress bars come and go).
+WATCH_CELL = f"""([path, index, k]) => {{
     const node = ({PANEL})(path).content.widgets[index].node;
-    node.setAttribute('data-browser-test', 'widget-cell');
-    window.widgetCellLog = {{drawn: false, errors: []}};
+    node.setAttribute('data-browser-test', `widget-cell-${{k}}`);
+    window.widgetCellLogs = window.widgetCellLogs || {{}};
+    const log = window.widgetCellLogs[k] = {{drawn: false, errors: []}};
     const look = () => {{
-        if (node.querySelector('.jupyter-widgets')) window.widgetCellLog.drawn = true;
-        if (node.textContent.includes('Error displaying widget')) window.widgetCellLog.errors.push(node.textContent.slice(-300));
+        if (node.querySelector('.jupyter-widgets')) log.drawn = true;
+        if (node.textContent.includes('Error displaying widget')) log.errors.push(node.textContent.slice(-300));
     }};
     new MutationObserver(look).observe(node, {{childList: true, subtree: true, characterData: true}});
 }}"""
@@ -107,18 +114,33 @@ PROBLEMS = f"""path => {{
 FIGURE = ".widget-output img"
 
 
-def widget_cell_index(name: str) -> int:
-    """Index (among all cells, as JupyterLab counts them) of the notebook's widget cell."""
+def widget_cell_index(name: str, spec: WidgetCell) -> int:
+    """Index (among all cells, as JupyterLab counts them) of the notebook's widget cell ``spec``."""
     cells = json.loads((NOTEBOOKS / name).read_text())["cells"]
-    code = WIDGET_CELLS[name].code
-    found = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and code in "".join(c["source"])]
-    assert len(found) == 1, f"{name}: expected one code cell containing {code!r}, found {len(found)}"
+    found = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and spec.code in "".join(c["source"])]
+    assert len(found) == 1, f"{name}: expected one code cell containing {spec.code!r}, found {len(found)}"
     return found[0]
+
+
+def stored_widget_cells(name: str) -> list[int]:
+    """Indices of the cells whose committed outputs display an ipywidget."""
+    cells = json.loads((NOTEBOOKS / name).read_text())["cells"]
+    return [i for i, c in enumerate(cells)
+            if any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in c.get("outputs", []))]
 
 
 def test_every_widget_notebook_is_covered():
     """A new widget notebook must be added to WIDGET_CELLS, so the browser tests cannot miss it."""
     assert sorted(WIDGET_CELLS) == widget_notebooks()
+
+
+@pytest.mark.parametrize("name", sorted(WIDGET_CELLS))
+def test_every_widget_cell_is_covered(name):
+    """Each cell whose saved outputs show a widget is one of the notebook's WIDGET_CELLS, in order."""
+    indices = [widget_cell_index(name, spec) for spec in WIDGET_CELLS[name]]
+    assert indices == stored_widget_cells(name), (
+        f"{name}: WIDGET_CELLS names cells {indices}, the saved notebook shows widgets in cells "
+        f"{stored_widget_cells(name)}")
 
 
 def summary(messages):
@@ -140,25 +162,27 @@ def wait_for(page, expression, arg, timeout, what):
     pytest.fail(f"{what} did not happen within {timeout / 1000:.0f} s", pytrace=False)
 
 
-def run_all_cells(page, name, cell, during_path=None):
+def run_all_cells(page, name, during=()):
     """Run > Run All Cells, then wait until it finished or stopped at an error.
 
-    With ``during_path``, the widget cell is photographed the first time it shows a widget while
-    the notebook runs (progress bars exist only then). Returns ``'done'`` or ``'error'``.
+    ``during`` lists ``(cell, path)`` pairs: each cell is photographed the first time it shows a
+    widget while the notebook runs (progress bars exist only then). Returns ``'done'`` or ``'error'``.
     """
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     page.evaluate(f"path => {{ window.jupyterapp.shell.activateById(({PANEL})(path).id);"
                   " void window.jupyterapp.commands.execute('notebook:run-all-cells'); }", name)
+    waiting = list(during)
     deadline = time.monotonic() + RUN_ALL_TIMEOUT
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        if during_path and cell.locator(".jupyter-widgets").count():
-            try:
-                cell.screenshot(path=during_path, timeout=10_000)
-            except PlaywrightTimeout:  # a picture for people, not a check: the run goes on
-                print(f"{name}: no screenshot while running (the cell did not settle within 10 s)")
-            during_path = None
+        for cell, path in list(waiting):
+            if cell.locator(".jupyter-widgets").count():
+                try:
+                    cell.screenshot(path=path, timeout=10_000)
+                except PlaywrightTimeout:  # a picture for people, not a check: the run goes on
+                    print(f"{name}: no screenshot while running (the cell did not settle within 10 s)")
+                waiting.remove((cell, path))
         state = page.evaluate(RUN_STATE, name)
         if state:
             return state
@@ -173,32 +197,41 @@ def test_widget_notebook_runs_and_its_widgets_work(name, page, jupyter_lab):
         old.unlink()
     metadata = json.loads((NOTEBOOKS / name).read_text())["metadata"]
     assert metadata["kernelspec"]["name"] == KERNEL_NAME, f"{name} asks for kernel {metadata['kernelspec']['name']!r}"
-    spec, index = WIDGET_CELLS[name], widget_cell_index(name)
+    specs = WIDGET_CELLS[name]
+    indices = [widget_cell_index(name, spec) for spec in specs]
+    # Screenshot names: the first widget cell keeps the notebook's stem, the next ones add "-cellK".
+    stems = [stem if k == 0 else f"{stem}-cell{k + 1}" for k in range(len(specs))]
     try:
         # A fresh workspace: no tabs restored from an earlier test.
         page.goto(f"{jupyter_lab.url}/lab/workspaces/{stem}/tree/{name}?reset")
         wait_for(page, KERNEL_READY, name, OPEN_TIMEOUT, f"{name}: opening with an idle kernel")
         kernel = page.evaluate(f"path => ({PANEL})(path).sessionContext.session.kernel.name", name)
         assert kernel == KERNEL_NAME, f"{name} runs on kernel {kernel!r}, not {KERNEL_NAME!r}"
-        page.evaluate(WATCH_CELL, [name, index])
-        cell = page.locator("[data-browser-test=widget-cell]")
+        cells = []
+        for k, index in enumerate(indices):
+            page.evaluate(WATCH_CELL, [name, index, k])
+            cells.append(page.locator(f"[data-browser-test=widget-cell-{k}]"))
 
-        state = run_all_cells(page, name, cell, None if spec.sliders else SCREENSHOTS / f"{stem}-1-running.png")
+        during = [(cell, SCREENSHOTS / f"{cell_stem}-1-running.png")
+                  for cell, spec, cell_stem in zip(cells, specs, stems) if not spec.sliders]
+        state = run_all_cells(page, name, during)
         problems = page.evaluate(PROBLEMS, name)
         assert not problems and state == "done", f"{name} after Run All Cells:\n" + "\n".join(problems)
         assert not page.errors, f"{name}: JavaScript errors in the page after Run All Cells: {summary(page.errors)}"
-        log = page.evaluate("() => window.widgetCellLog")
-        assert not log["errors"], f"{name}: the widget cell showed: {log['errors'][:3]}"
-        cell.scroll_into_view_if_needed()
-        if not log["drawn"]:
-            shown = cell.locator(".jp-Cell-outputArea").text_content()
-            pytest.fail(f"{name}: the widget cell never showed a widget (is the jupyterlab_widgets front end "
-                        f"installed?); its output reads: {shown[:500]!r}", pytrace=False)
-        if spec.sliders:
-            check_explorer(page, name, cell, spec, stem)
-        else:
-            cell.screenshot(path=SCREENSHOTS / f"{stem}-2-after-run.png")
-        assert not page.errors, f"{name}: JavaScript errors in the page: {summary(page.errors)}"
+        for k, (cell, spec, cell_stem) in enumerate(zip(cells, specs, stems)):
+            where = name if len(specs) == 1 else f"{name}, widget cell {k + 1} ({spec.code!r})"
+            log = page.evaluate("k => window.widgetCellLogs[k]", k)
+            assert not log["errors"], f"{where}: the widget cell showed: {log['errors'][:3]}"
+            cell.scroll_into_view_if_needed()
+            if not log["drawn"]:
+                shown = cell.locator(".jp-Cell-outputArea").text_content()
+                pytest.fail(f"{where}: the widget cell never showed a widget (is the jupyterlab_widgets front end "
+                            f"installed?); its output reads: {shown[:500]!r}", pytrace=False)
+            if spec.sliders:
+                check_explorer(page, name, cell, spec, cell_stem, where)
+            else:
+                cell.screenshot(path=SCREENSHOTS / f"{cell_stem}-2-after-run.png")
+            assert not page.errors, f"{where}: JavaScript errors in the page: {summary(page.errors)}"
     except BaseException:
         try:  # the whole window, for a person; the original failure is what gets reported
             page.screenshot(path=SCREENSHOTS / f"{stem}-failure.png", timeout=10_000)
@@ -213,8 +246,13 @@ def test_widget_notebook_runs_and_its_widgets_work(name, page, jupyter_lab):
             print(f"kernel of {name} not shut down from the page: {error}")
 
 
-def check_explorer(page, name, cell, spec, stem):
-    """The explorer shows its sliders and one figure; each slider, moved, redraws the figure."""
+def check_explorer(page, name, cell, spec, stem, where=None):
+    """The explorer shows its sliders and one figure; each slider, moved, redraws the figure.
+
+    ``name`` is the notebook's path (the page looks its panel up by it); ``where`` names the notebook,
+    and the cell when it has several, in failure messages.
+    """
+    where = where or name
     sliders = cell.locator(".widget-slider")
     labels = []
     for i in range(sliders.count()):
@@ -224,17 +262,18 @@ def check_explorer(page, name, cell, spec, stem):
         sliders.nth(i).scroll_into_view_if_needed()
         labels.append(sliders.nth(i).locator(".widget-label").inner_text())
     labels = tuple(labels)
-    assert labels == spec.sliders, f"{name}: explorer sliders are {labels}, expected {spec.sliders}"
+    assert labels == spec.sliders, f"{where}: explorer sliders are {labels}, expected {spec.sliders}"
     shown = cell.locator(FIGURE).count()
-    assert shown == 1, f"{name}: the explorer shows {shown} figures, expected 1"
+    assert shown == 1, f"{where}: the explorer shows {shown} figures, expected 1"
     cell.screenshot(path=SCREENSHOTS / f"{stem}-1-before-sliders.png")
     for i, label in enumerate(labels):
-        move_slider_and_check_the_figure(page, name, cell, sliders.nth(i), label)
+        move_slider_and_check_the_figure(page, name, cell, sliders.nth(i), label, where)
     cell.screenshot(path=SCREENSHOTS / f"{stem}-2-after-sliders.png")
 
 
-def move_slider_and_check_the_figure(page, name, cell, slider, label):
+def move_slider_and_check_the_figure(page, name, cell, slider, label, where=None):
     """One keyboard step on a slider's handle; the readout and the figure must both change."""
+    where = where or name
     handle = slider.locator(".noUi-handle")
     readout = slider.locator(".widget-readout")
     value, highest = handle.get_attribute("aria-valuenow"), handle.get_attribute("aria-valuemax")
@@ -248,12 +287,12 @@ def move_slider_and_check_the_figure(page, name, cell, slider, label):
             const img = node.querySelector('{FIGURE}');
             return img && img.getAttribute('src') !== before ? 'redrawn' : null;
         }}""", [cell.element_handle(), before_src], SLIDER_TIMEOUT,
-        f"{name}: a redrawn figure after {key} on slider {label!r} (value {before_value})")
-    wait_for(page, KERNEL_READY, name, SLIDER_TIMEOUT, f"{name}: kernel idle after moving {label!r}")
+        f"{where}: a redrawn figure after {key} on slider {label!r} (value {before_value})")
+    wait_for(page, KERNEL_READY, name, SLIDER_TIMEOUT, f"{where}: kernel idle after moving {label!r}")
     problems = page.evaluate(PROBLEMS, name)
     assert outcome == "redrawn" and not problems, (
-        f"{name}: after {key} on slider {label!r} (value {before_value}):\n" + "\n".join(problems))
+        f"{where}: after {key} on slider {label!r} (value {before_value}):\n" + "\n".join(problems))
     after_value = readout.inner_text()
-    assert after_value != before_value, f"{name}: slider {label!r} did not move ({before_value} -> {after_value})"
+    assert after_value != before_value, f"{where}: slider {label!r} did not move ({before_value} -> {after_value})"
     shown = cell.locator(FIGURE).count()
-    assert shown == 1, f"{name}: after moving {label!r} the explorer shows {shown} figures, expected 1"
+    assert shown == 1, f"{where}: after moving {label!r} the explorer shows {shown} figures, expected 1"
