@@ -9,9 +9,7 @@ are memorised (:class:`MaskAPCurve`). Pass extra ones to ``train(..., callbacks=
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import time
 from pathlib import Path
 
@@ -139,8 +137,8 @@ class MaskAPCurve(keras.callbacks.Callback):
         done = epoch + 1
         if done % self.every and done != self.params["epochs"]:  # params: set by fit (epochs, steps per epoch)
             return
-        with _no_evaluation_bar():  # its own bar would interleave with the training bar and log
-            result, _ = evaluate_model(self.model, self.dataset, self.model.config, predict)
+        # No evaluation bar: it would interleave with the training bar and the log.
+        result, _ = evaluate_model(self.model, self.dataset, self.model.config, predict, progress=False)
         point = {"epoch": done, "steps": done * self.params["steps"], "train_seconds": round(self.seconds, 1),
                  "loss": round(float(logs["loss"]), 4), "mask_ap": round(result.ap, 4), "mask_ap50": round(result.ap50, 4)}
         self.points.append(point)
@@ -150,17 +148,3 @@ class MaskAPCurve(keras.callbacks.Callback):
             self.reached = point
             self.model.stop_training = True
 
-
-@contextlib.contextmanager
-def _no_evaluation_bar():
-    """Sets ``TQDM_DISABLE=1`` for the duration (``evaluate_model`` reads it at call time), then
-    restores the previous value."""
-    before = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["TQDM_DISABLE"]
-        else:
-            os.environ["TQDM_DISABLE"] = before

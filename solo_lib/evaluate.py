@@ -313,7 +313,7 @@ def progress_disabled() -> bool:
 
 
 def evaluate_model(model, dataset: CocoDataset, config, predict_fn: PredictFn,
-                   image_ids=None) -> tuple[EvalResult, list[dict]]:
+                   image_ids=None, *, progress: bool = True) -> tuple[EvalResult, list[dict]]:
     """Runs ``predict_fn`` on every image and scores the predictions with :func:`evaluate_segm`.
 
     Args:
@@ -325,6 +325,8 @@ def evaluate_model(model, dataset: CocoDataset, config, predict_fn: PredictFn,
             ``(K,)`` contiguous labels and ``(K,)`` scores (numpy or tensors). Injected, so this
             module does not depend on the inference code.
         image_ids: the images to evaluate (default: all).
+        progress: show a progress bar over the images (unless ``TQDM_DISABLE`` is set); callers
+            that draw their own bar, such as training's ``MaskAPCurve``, pass False.
 
     Returns:
         ``(EvalResult, results)``; ``results`` can be saved with :func:`write_results_json`.
@@ -340,7 +342,7 @@ def evaluate_model(model, dataset: CocoDataset, config, predict_fn: PredictFn,
         check_classes(model, dataset)
     image_ids = dataset.image_ids if image_ids is None else [int(i) for i in image_ids]
     results = []
-    for image_id in tqdm(image_ids, desc="evaluate", unit="image", disable=progress_disabled()):
+    for image_id in tqdm(image_ids, desc="evaluate", unit="image", disable=not progress or progress_disabled()):
         image = dataset.load_image(image_id)
         pred = predict_fn(model, image, config)
         masks = np.asarray(pred["masks"])

@@ -271,3 +271,29 @@ def test_results_json_is_valid_and_written_atomically(tmp_path, val):
     assert evaluate_segm(val, loaded).stats == evaluate_segm(val, results).stats
     # evaluation did not add loadRes's keys (area, bbox, id) to the caller's dicts
     assert set(results[0]) == {"image_id", "category_id", "segmentation", "score"}
+
+
+@pytest.mark.parametrize("progress, env, shown", [(True, None, True), (False, None, False), (True, "1", False)])
+def test_evaluation_progress_bar_follows_the_argument_and_tqdm_disable(monkeypatch, progress, env, shown):
+    import solo_lib.evaluate as evaluate_module
+
+    calls = []
+
+    def recording_tqdm(iterable, **kwargs):
+        calls.append(kwargs)
+        return iterable
+
+    monkeypatch.setattr(evaluate_module, "tqdm", recording_tqdm)
+    if env is None:
+        monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    else:
+        monkeypatch.setenv("TQDM_DISABLE", env)
+    dataset = load_sample_dataset("val")
+
+    def nothing(model, image, config):
+        return {"masks": np.zeros((0, *image.shape[:2]), np.uint8), "labels": np.zeros(0, np.int32),
+                "scores": np.zeros(0, np.float32)}
+
+    result, detections = evaluate_model(None, dataset, None, nothing, progress=progress)
+    assert detections == [] and result.ap == 0
+    assert [c["disable"] for c in calls] == [not shown]
