@@ -1,0 +1,74 @@
+"""The figures of notebooks 00-02 draw the sizes, polygons and masks they are given."""
+
+from types import SimpleNamespace
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from solo_lib import viz, viz_data  # noqa: E402
+from solo_lib.data.coco import decode_segmentation  # noqa: E402
+
+
+def test_object_size_histogram_counts_box_sizes_per_bin():
+    # Boxes [x0, y0, x1, y1] whose sqrt(w*h) is known: 2 x 8 -> 4, 6 x 6 -> 6, 10 x 40 -> 20, 100 x 100 -> 100.
+    first = [SimpleNamespace(boxes=np.array([[0, 0, 2, 8], [5, 5, 11, 11]], np.float32)),
+             SimpleNamespace(boxes=np.zeros((0, 4), np.float32))]  # an image without objects
+    second = [SimpleNamespace(boxes=np.array([[10, 0, 20, 40], [0, 0, 100, 100]], np.float32))]
+    bins = [3, 5, 10, 50, 200]
+    fig, sizes = viz_data.object_size_histogram([first, second], bins=bins, title="toy sizes")
+    np.testing.assert_allclose(sizes, [4, 6, 20, 100])
+    ax = fig.axes[0]
+    heights = [patch.get_height() for patch in ax.patches]
+    assert heights == [1, 1, 1, 1]  # one object in each of 3-5, 5-10, 10-50, 50-200
+    np.testing.assert_allclose([patch.get_x() for patch in ax.patches], bins[:-1])
+    assert ax.get_xscale() == "log" and ax.get_title() == "toy sizes" and ax.get_ylabel() == "objects"
+    assert all(tick == int(tick) for tick in ax.get_yticks())  # whole objects only
+    plt.close(fig)
+    fig, sizes = viz_data.object_size_histogram([first])  # default bins: 18, log-spaced from 4 to 256 px
+    ax = fig.axes[0]
+    assert len(ax.patches) == 18 and sum(p.get_height() for p in ax.patches) == 2
+    np.testing.assert_allclose(ax.patches[0].get_x(), 4)
+    plt.close(fig)
+
+
+def test_polygons_over_mask_draws_closed_polygons_over_the_mask_zoomed_on_the_box():
+    segmentation = [[10, 10, 30, 10, 30, 20, 10, 20], [40, 30, 50, 30, 45, 40]]  # a rectangle and a triangle
+    mask = decode_segmentation(segmentation, 64, 64)
+    bbox = [10, 10, 40, 30]  # x, y, width, height around both
+    fig = viz_data.polygons_over_mask(mask, segmentation, bbox, margin=3, label=2)
+    ax = fig.axes[0]
+    np.testing.assert_array_equal(ax.get_images()[0].get_array(), mask)
+    lines = ax.get_lines()
+    assert len(lines) == 2
+    for line, poly in zip(lines, segmentation):
+        xy = np.column_stack(line.get_data())
+        np.testing.assert_array_equal(xy[:-1], np.reshape(poly, (-1, 2)))
+        np.testing.assert_array_equal(xy[-1], xy[0])  # closed
+        assert line.get_color() == viz.class_color(2)
+    assert ax.get_xlim() == (7, 53)
+    assert ax.get_ylim() == (43, 7)  # y grows downwards, as in the image
+    assert ax.get_title() == "polygon vertices over the rasterised mask"
+    plt.close(fig)
+
+
+def test_circle_as_polygon_follows_labelmes_vertex_rule():
+    for r, n in ((20.0, 12), (150.0, 27)):
+        fig, poly = viz_data.circle_as_polygon(30.0, 40.0, r)
+        assert len(poly) == max(int(np.pi / np.arccos(1 - 1 / r)), 12) == n  # LabelMe's rule
+        # vertices on the circle, rounded to 1/100 px as shape_to_polygon stores them
+        np.testing.assert_allclose(np.hypot(poly[:, 0] - 30, poly[:, 1] - 40), r, atol=0.01)
+        ax = fig.axes[0]
+        circle, polygon = ax.get_lines()
+        cx, cy = circle.get_data()
+        np.testing.assert_allclose(np.hypot(cx - 30, cy - 40), r)
+        xy = np.column_stack(polygon.get_data())
+        np.testing.assert_array_equal(xy[:-1], poly)
+        np.testing.assert_array_equal(xy[-1], xy[0])
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"true circle, r = {r:g} px", f"{n}-gon"]
+        assert ax.yaxis_inverted() and ax.get_aspect() == 1.0
+        assert ax.get_title() == "A LabelMe circle as a COCO polygon"
+        plt.close(fig)
