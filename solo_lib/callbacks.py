@@ -88,7 +88,9 @@ class ProgressBar(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.bar is not None:
-            if self.bar.n < self.bar.total:  # stopped early on purpose: a finished bar, not a failed one
+            # Stopped early on purpose: a finished bar, not a failed one. (A disabled bar, under
+            # TQDM_DISABLE=1, counts nothing and has no clock: nothing to redraw.)
+            if not self.bar.disable and self.bar.n < self.bar.total:
                 done, started = self.bar.n, self.bar.start_t
                 self.bar.set_description(f"{self.bar.desc.rstrip(': ')}, stopped early")
                 self.bar.reset(total=done)  # reset() also resizes a notebook bar; it zeroes n and the clock

@@ -13,7 +13,7 @@ class RecordingBar:
 
     def __init__(self, total, desc, unit):
         self.total, self.desc, self.unit, self.n, self.closed, self.postfix = total, desc, unit, 0, False, None
-        self.start_t = 1.0
+        self.start_t, self.disable = 1.0, False
         RecordingBar.made.append(self)
 
     def set_description(self, desc):
@@ -67,3 +67,23 @@ def test_a_resumed_run_stopped_early_counts_only_its_own_steps(bars):
     assert len(bars) == 1
     assert (bars[0].total, bars[0].n, bars[0].desc, bars[0].closed) == (2, 2, "epoch 3/5, stopped early", True)
     assert bars[0].start_t == 1.0  # the elapsed time still counts from the start of the run
+
+
+
+@pytest.mark.parametrize("disabled", [False, True])
+def test_real_tqdm_bar_stopped_early_or_silenced(monkeypatch, capsys, disabled):
+    # The real tqdm (a terminal bar here). A disabled one (TQDM_DISABLE=1, as in CI and these tests)
+    # counts nothing and has no clock, so a run that stops early must not try to redraw it. tqdm
+    # reads TQDM_DISABLE once, at import, so the test passes ``disable`` explicitly.
+    import tqdm.std
+
+    class Bar(tqdm.std.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, disable=disabled, **kwargs)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    callback = ProgressBar(steps=2, epochs=5)
+    fit(callback, 0, 2, 2)  # stopped after 2 of 5 epochs
+    assert callback.bar is None
+    shown = capsys.readouterr().err
+    assert ("stopped early" in shown) is not disabled
