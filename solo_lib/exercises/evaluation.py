@@ -16,19 +16,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from solo_lib.exercises.common import blobs as _blobs
 from solo_lib.exercises.common import expect as _expect
-
-
-def _blobs(count: int, height: int, width: int, rng) -> np.ndarray:
-    """``(count, H, W)`` uint8 random ellipses, often overlapping (never empty)."""
-    ys, xs = np.mgrid[0:height, 0:width]
-    masks = np.zeros((count, height, width), np.uint8)
-    for k in range(count):
-        cy, cx = rng.uniform(0.25, 0.75) * height, rng.uniform(0.25, 0.75) * width
-        ry, rx = rng.uniform(0.12, 0.35) * height, rng.uniform(0.12, 0.35) * width
-        masks[k] = ((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2 <= 1.0
-        masks[k, int(cy), int(cx)] = 1
-    return masks
 
 
 def _rles(masks: np.ndarray) -> list[dict]:
@@ -81,10 +70,10 @@ def check_11c_match(match) -> str:
     cases = []
     for num_gt, num_dt, thr in ((3, 3, 0.5), (4, 7, 0.5), (5, 9, 0.75), (2, 6, 0.5), (6, 4, 0.5), (3, 0, 0.5),
                                 (0, 3, 0.5), (4, 8, 0.3)):
-        gt = _blobs(num_gt, 24, 32, rng)
+        gt = _blobs(num_gt, 24, 32, rng, centre=(0.25, 0.75), radius=(0.12, 0.35))
         # Detections: jittered copies of objects (some twice: duplicates) and a few random blobs.
         picks = rng.integers(0, max(num_gt, 1), num_dt)
-        dt = _blobs(num_dt, 24, 32, rng)
+        dt = _blobs(num_dt, 24, 32, rng, centre=(0.25, 0.75), radius=(0.12, 0.35))
         for k, g in enumerate(picks):
             if num_gt and rng.random() < 0.75:
                 dt[k] = np.roll(gt[g], tuple(rng.integers(-2, 3, 2)), axis=(0, 1))

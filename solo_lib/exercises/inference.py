@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from solo_lib.exercises.common import blobs as _blobs
 from solo_lib.exercises.common import expect as _expect
-from solo_lib.exercises.training import _blobs
 
 
 def _hand_case():

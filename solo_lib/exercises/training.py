@@ -13,19 +13,8 @@ from __future__ import annotations
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from solo_lib.exercises.common import blobs as _blobs
 from solo_lib.exercises.common import expect as _expect
-
-
-def _blobs(count: int, height: int, width: int, rng) -> np.ndarray:
-    """``(count, H, W)`` uint8 random ellipses that overlap now and then (never empty)."""
-    ys, xs = np.mgrid[0:height, 0:width]
-    masks = np.zeros((count, height, width), np.uint8)
-    for k in range(count):
-        cy, cx = rng.uniform(0.3, 0.7) * height, rng.uniform(0.3, 0.7) * width
-        ry, rx = rng.uniform(0.15, 0.4) * height, rng.uniform(0.15, 0.4) * width
-        masks[k] = ((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2 <= 1.0
-        masks[k, int(cy), int(cx)] = 1
-    return masks
 
 
 # -- 08: one training step by hand -----------------------------------------------------------
