@@ -26,11 +26,12 @@ NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_san
 # Arguments for python -m bench, e.g. make bench BENCH_ARGS="targets nms --quick"
 BENCH_ARGS ?=
 
-.PHONY: venv lab test demo unit nbval browser notebooks data bench clean help
+.PHONY: venv lab test demo demo-real unit nbval browser notebooks data bench clean help
 help:
 	@echo "make lab        open the course in JupyterLab (bootstraps .venv)"
 	@echo "make test       unit tests + strict nbval on every notebook + browser tests (bootstraps .venv)"
 	@echo "make demo       headless: train the tiny preset on the sample data, print AP, write outputs/"
+	@echo "make demo-real  headless: convert, fine-tune and evaluate on three real photos (data/real_photos), write outputs/real/"
 	@echo "make unit       unit tests only"
 	@echo "make nbval      notebooks only"
 	@echo "make browser    widget notebooks in JupyterLab in headless Chromium only (screenshots in outputs/browser/)"
@@ -57,6 +58,9 @@ test: venv
 
 demo: venv
 	MPLBACKEND=Agg $(BIN)/python -m solo_lib demo --out outputs
+
+demo-real: venv
+	MPLBACKEND=Agg $(BIN)/python -m solo_lib demo --real --out outputs/real
 
 unit: venv
 	$(NB_ENV) $(BIN)/python -m pytest -m "not browser" tests

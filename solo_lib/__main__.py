@@ -4,7 +4,7 @@ Commands:
     train             train (or resume training of) a SOLOv2 model
     predict           segment one image with a trained model, write an overlay picture
     evaluate          COCO mask AP of a trained model on an annotated dataset
-    demo              train the tiny preset on the sample data, evaluate it, write overlays
+    demo              train the tiny preset on the sample data (--real: on three real photos), evaluate, draw
     convert-labelme   LabelMe JSON folder -> COCO instances JSON
     env               print the environment report (versions, devices)
 
@@ -194,7 +194,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from solo_lib.demo import run_demo
 
-    run_demo(args.out, epochs=args.epochs)
+    run_demo(args.out, epochs=args.epochs, dataset="real_photos" if args.real else "sample")
     return 0
 
 
@@ -291,11 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--results", help="also write the detections as a COCO results JSON")
     evaluate.set_defaults(run=_evaluate)
 
-    demo = commands.add_parser("demo", help="train, evaluate and draw, on the sample data",
+    demo = commands.add_parser("demo", help="train, evaluate and draw, on the sample data or (--real) real photos",
                                description="Train the tiny preset on the sample training set, evaluate on the "
-                                           "validation set, print AP / AP50, write overlays to OUT.")
-    demo.add_argument("--out", default="outputs")
-    demo.add_argument("--epochs", type=int, default=None, help="default: the overfit recipe of notebook 08")
+                                           "validation set, print mask AP / AP50 / AP75, write the model and "
+                                           "overlays to OUT. With --real: the own-data loop on the three real "
+                                           "photographs of data/real_photos (convert their LabelMe folders to COCO "
+                                           "in OUT, fine-tune the pretrained tiny preset on the two training photos, "
+                                           "evaluate on them and on the held-out photo, draw every photo).")
+    demo.add_argument("--out", default="outputs", help="output folder (default: outputs)")
+    demo.add_argument("--real", action="store_true",
+                      help="use the real photographs of data/real_photos (the recipe of notebook 08b) instead of "
+                           "the sample data")
+    demo.add_argument("--epochs", type=int, default=None,
+                      help="default: the recipe's (notebook 08's overfit recipe; with --real, notebook 08b's)")
     demo.set_defaults(run=_demo)
 
     env = commands.add_parser("env", help="print versions and devices", description="Print the environment report.")

@@ -319,7 +319,7 @@ PIPELINE_PARTS = (
     ("backbone", "backbone\n+ FPN\n05"),
     ("heads", "heads, mask\nfeature, dyn.\nconv\n06"),
     ("losses", "losses\nfocal + dice\n07"),
-    ("training", "training\n08, 09"),
+    ("training", "training\n08, 08b, 09"),
     ("inference", "inference\nMatrix NMS\n10"),
     ("evaluation", "evaluation\nmask AP\n11"),
 )
@@ -328,30 +328,35 @@ PART_NAMES = {"data": "data", "targets": "targets", "backbone": "backbone + FPN"
               "inference": "inference + Matrix NMS", "evaluation": "evaluation"}
 # Notebook -> the parts its "you are here" map highlights.
 NOTEBOOK_PARTS = {
-    1: ("data",), 2: ("data",), 3: ("data",), 4: ("targets",), 5: ("backbone",), 6: ("heads",),
-    7: ("losses",), 8: ("training",), 9: ("training",), 10: ("inference",), 11: ("evaluation",),
+    "01": ("data",), "02": ("data",), "03": ("data",), "04": ("targets",), "05": ("backbone",),
+    "06": ("heads",), "07": ("losses",), "08": ("training",),
+    "08b": ("data", "training", "inference", "evaluation"),  # real photos: the whole loop on one's own data
+    "09": ("training",), "10": ("inference",), "11": ("evaluation",),
 }
 HIGHLIGHT = "#ffb347"  # the face colour of the highlighted part(s)
 DIMMED = "#f2f2f2"
 
 
-def _notebook_number(notebook) -> int:
-    """``4``, ``"04"`` or ``"4"`` -> 4; anything else is a ValueError naming the known notebooks."""
-    known = ", ".join(f"{n:02d}" for n in NOTEBOOK_PARTS)
-    try:
-        number = int(str(notebook).strip()) if not isinstance(notebook, bool) else None
-    except ValueError:
-        number = None
-    if number not in NOTEBOOK_PARTS:
+def _notebook_key(notebook) -> str:
+    """``4``, ``"04"``, ``"4"`` -> ``"04"``; ``"08b"`` -> ``"08b"``; anything else is a ValueError
+    naming the known notebooks."""
+    known = ", ".join(NOTEBOOK_PARTS)
+    key = None
+    if isinstance(notebook, int) and not isinstance(notebook, bool):
+        key = f"{notebook:02d}"
+    elif isinstance(notebook, str):
+        text = notebook.strip().lower()
+        key = f"{int(text):02d}" if text.isdigit() else text
+    if key not in NOTEBOOK_PARTS:
         raise ValueError(f"no 'you are here' map for notebook {notebook!r}; known notebooks: {known}")
-    return number
+    return key
 
 
 def you_are_here(notebook):
     """A small map of the course's pipeline with the given notebook's part(s) highlighted.
 
     Args:
-        notebook: the notebook number, as an int (``4``) or a string (``"04"``); 01-11.
+        notebook: the notebook number, as an int (``4``) or a string (``"04"``, ``"08b"``); 01-11 and 08b.
 
     Returns:
         A matplotlib Figure of about 8 x 1.6 inches, made with ``plt.subplots`` so that a cell
@@ -360,10 +365,10 @@ def you_are_here(notebook):
         face colour :data:`HIGHLIGHT`. Arrows have gids ``"<part>-><next part>"``.
 
     Raises:
-        ValueError: a notebook without a map (not 01-11).
+        ValueError: a notebook without a map (not 01-11 or 08b).
     """
-    number = _notebook_number(notebook)
-    here = NOTEBOOK_PARTS[number]
+    key = _notebook_key(notebook)
+    here = NOTEBOOK_PARTS[key]
     fig, ax = plt.subplots(figsize=(8, 1.6))
     n, w, gap = len(PIPELINE_PARTS), 0.86, 0.14
     ax.set_xlim(-0.04, n * (w + gap) - gap + 0.04)
@@ -383,7 +388,7 @@ def you_are_here(notebook):
                                          mutation_scale=8, color="#888888", linewidth=0.8, shrinkA=0, shrinkB=0,
                                          gid=f"{part}->{PIPELINE_PARTS[i + 1][0]}"))
     names = "; ".join(PART_NAMES[part] for part, _ in PIPELINE_PARTS if part in here)
-    ax.text(0.0, 0.98, f"You are here: notebook {number:02d} ({names})", ha="left", va="top", fontsize=9,
+    ax.text(0.0, 0.98, f"You are here: notebook {key} ({names})", ha="left", va="top", fontsize=9,
             fontweight="bold", gid="title")
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.98)
     return fig

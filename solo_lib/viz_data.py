@@ -1,5 +1,5 @@
-"""Pictures of notebooks 00-02: the sample dataset's object sizes, a COCO polygon over its mask,
-and a LabelMe circle as the polygon COCO stores.
+"""Pictures of notebooks 00-02 and 08b: the sample dataset's object sizes, a COCO polygon over its
+mask, a LabelMe circle as the polygon COCO stores, and a LabelMe file drawn over its photo.
 
 Each function draws numbers it is given or computes with :mod:`solo_lib.data`, and
 ``tests/test_viz_data.py`` checks that what is drawn equals them.
@@ -7,8 +7,12 @@ Each function draws numbers it is given or computes with :mod:`solo_lib.data`, a
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Polygon
 from matplotlib.ticker import MaxNLocator
 
 from solo_lib.viz import PALETTE, class_color
@@ -109,3 +113,84 @@ def circle_as_polygon(cx: float, cy: float, r: float, *, label: int = 0):
     ax.legend()
     ax.set_title("A LabelMe circle as a COCO polygon")
     return fig, poly
+
+
+IGNORE_COLOR = (1.0, 0.85, 0.0)  # __ignore__ regions: yellow, hatched
+
+
+def draw_labelme_file(ax, json_path, class_names) -> list[dict]:
+    """A LabelMe file drawn over its photo, as the LabelMe window shows it (notebook 08b).
+
+    Each shape is its polygon (rectangles and circles as the polygons the converter makes of
+    them) outlined in its class colour and lightly filled; shapes that share a ``group_id`` (one
+    object seen in pieces) carry the same "label #group" tag; ``__ignore__`` regions are yellow and
+    hatched. The photo is read with EXIF orientation applied, as LabelMe and the converter read it.
+
+    Args:
+        ax: the matplotlib axes.
+        json_path: the LabelMe ``.json``; its ``imagePath`` is relative to its folder.
+        class_names: the classes in category order (``labels.txt`` without ``__ignore__`` and
+            ``_background_``), so colours match the course's other pictures.
+
+    Returns:
+        One dict per shape, in file order: ``label``, ``group_id``, ``points`` ``(P, 2)`` (x, y) as
+        drawn, ``patch`` (the matplotlib Polygon) and ``tag`` (the text drawn beside it).
+    """
+    from solo_lib.data.images import load_rgb_image
+    from solo_lib.data.labelme import IGNORE_LABEL, shape_to_polygon
+
+    path = Path(json_path)
+    doc = json.loads(path.read_text())
+    image = load_rgb_image(path.parent / doc["imagePath"])
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
+    drawn = []
+    for shape in doc["shapes"]:
+        points = np.asarray(shape_to_polygon(shape), np.float64).reshape(-1, 2)
+        label, group = shape["label"], shape.get("group_id")
+        ignore = label == IGNORE_LABEL
+        colour = IGNORE_COLOR if ignore else class_color(class_names.index(label))
+        # LabelMe's points are in pixel-edge coordinates (0 is the image's left edge), imshow's
+        # pixel centres are at integers: shift by half a pixel so outlines sit on the edges.
+        patch = Polygon(points - 0.5, closed=True, facecolor=(*colour, 0.25), edgecolor=colour, linewidth=1.4,
+                        hatch="////" if ignore else None)
+        ax.add_patch(patch)
+        tag = label if group is None else f"{label} #{group}"
+        if ignore or group is not None:
+            x, y = points[:, 0].max(), points[:, 1].min()
+            ax.text(x + 2, y, tag, color="black", fontsize=7, va="top",
+                    bbox=dict(facecolor=(*colour, 0.8), edgecolor="none", pad=1))
+        drawn.append({"label": label, "group_id": group, "points": points, "patch": patch, "tag": tag})
+    ax.set_xlim(-0.5, image.shape[1] - 0.5)
+    ax.set_ylim(image.shape[0] - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return drawn
+
+
+def labelme_gallery(json_paths, class_names, *, width: float = 12.0):
+    """Every photo of a LabelMe folder with its polygons, one panel per file (:func:`draw_labelme_file`),
+    titled with the file name and its objects per class (pieces with one ``group_id`` count once).
+
+    Returns:
+        ``(fig, shapes)``: ``shapes[name]`` is :func:`draw_labelme_file`'s list for that file.
+    """
+    paths = [Path(p) for p in json_paths]
+    fig, axes = plt.subplots(1, len(paths), figsize=(width, width / len(paths) * 0.75), squeeze=False,
+                             layout="constrained")
+    shapes = {}
+    for ax, path in zip(axes[0], paths):
+        drawn = draw_labelme_file(ax, path, class_names)
+        objects = {}
+        for shape in drawn:
+            if shape["label"] != "__ignore__":
+                objects.setdefault(shape["label"], set()).add(id(shape) if shape["group_id"] is None else shape["group_id"])
+        counts = ", ".join(f"{len(v)} {k}" for k, v in objects.items())
+        ignored = sum(s["label"] == "__ignore__" for s in drawn)
+        ax.set_title(f"{path.name}: {counts}" + (f", {ignored} ignored region" if ignored else ""), fontsize=9)
+        shapes[path.name] = drawn
+    handles = [Polygon([[0, 0]], facecolor=(*class_color(i), 0.25), edgecolor=class_color(i), label=name)
+               for i, name in enumerate(class_names)]
+    handles.append(Polygon([[0, 0]], facecolor=(*IGNORE_COLOR, 0.25), edgecolor=IGNORE_COLOR, hatch="////",
+                           label="__ignore__"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
+    return fig, shapes

@@ -206,7 +206,7 @@ def draw_generalisation(rows: dict, class_names, score_thr: float, *, iou_thr: f
     found (matched at IoU >= ``iou_thr`` within their class, as COCO matches) and the false ones.
 
     Args:
-        rows: group title -> list of panels, each a dict with ``image`` ``(H, W, 3)`` uint8,
+        rows: group title (``""``: none) -> list of panels, each a dict with ``image`` ``(H, W, 3)`` uint8,
             ``prediction`` (``predict``'s dict), ``gt_masks`` ``(G, H, W)``, ``gt_labels``
             ``(G,)`` and ``title``. A group starts on a new line and wraps after ``ncols`` panels.
         class_names: names indexed by label.
@@ -238,7 +238,7 @@ def draw_generalisation(rows: dict, class_names, score_thr: float, *, iou_thr: f
             kept = {key: np.asarray(panel["prediction"][key])[shown] for key in ("masks", "labels", "scores")}
             count = count_matches(kept, panel["gt_masks"], panel["gt_labels"], iou_thr)
             counts[title].append({"shown": shown, **count})
-            ax.set_title(f"{title} {panel['title']}: found {count['found']} of {count['objects']}, "
+            ax.set_title(f"{title + ' ' if title else ''}{panel['title']}: found {count['found']} of {count['objects']}, "
                          f"{count['false']} false", fontsize=9)
     fig.suptitle(f"Detections with score >= {score_thr:g} (filled); ground truth (dashed white outlines); "
                  f"found = matched at IoU >= {iou_thr:g}", fontsize=10)

@@ -197,6 +197,7 @@ def test_five_levels_draw_p6_and_five_head_boxes():
 
 # The course's parts, and which a notebook's map lights up (written out: the test's own copy).
 EXPECTED = {4: {"targets"}, 5: {"backbone"}, 6: {"heads"}, 7: {"losses"}, 8: {"training"},
+            "08b": {"data", "training", "inference", "evaluation"},
             9: {"training"}, 10: {"inference"}, 11: {"evaluation"}}
 PARTS = ["data", "targets", "backbone", "heads", "losses", "training", "inference", "evaluation"]
 
@@ -208,7 +209,7 @@ def lit_parts(fig):
             if np.allclose(p.get_facecolor(), to_rgba(viz_arch.HIGHLIGHT))}
 
 
-@pytest.mark.parametrize("notebook", sorted(EXPECTED))
+@pytest.mark.parametrize("notebook", list(EXPECTED))
 def test_you_are_here_highlights_the_notebooks_part(notebook):
     fig = viz_arch.you_are_here(notebook)
     try:
@@ -217,7 +218,8 @@ def test_you_are_here_highlights_the_notebooks_part(notebook):
         arrows = [p.get_gid() for p in fig.axes[0].patches if isinstance(p, FancyArrowPatch)]
         assert arrows == [f"{a}->{b}" for a, b in zip(PARTS, PARTS[1:])]
         title = next(t.get_text() for t in fig.axes[0].texts if t.get_gid() == "title")
-        assert title.startswith(f"You are here: notebook {notebook:02d}")
+        number = notebook if isinstance(notebook, str) else f"{notebook:02d}"
+        assert title.startswith(f"You are here: notebook {number} (")
         fig.canvas.draw()
         assert_no_overlap(fig)
     finally:
@@ -230,6 +232,9 @@ def test_you_are_here_takes_strings_and_refuses_unknown_notebooks():
     plt.close(fig)
     fig = viz_arch.you_are_here("2")
     assert lit_parts(fig) == {"data"}
+    plt.close(fig)
+    fig = viz_arch.you_are_here(" 08B ")
+    assert lit_parts(fig) == {"data", "training", "inference", "evaluation"}
     plt.close(fig)
     for bad in (12, "00", "4b", None, True):
         with pytest.raises(ValueError, match="known notebooks: 01, 02"):

@@ -72,3 +72,58 @@ def test_circle_as_polygon_follows_labelmes_vertex_rule():
         assert ax.yaxis_inverted() and ax.get_aspect() == 1.0
         assert ax.get_title() == "A LabelMe circle as a COCO polygon"
         plt.close(fig)
+
+
+def _labelme_file(tmp_path, shapes, size=(40, 60), name="photo"):
+    """A LabelMe file with a plain grey photo beside it."""
+    import json
+
+    from PIL import Image
+
+    Image.fromarray(np.full((*size, 3), 128, np.uint8)).save(tmp_path / f"{name}.png")
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"version": "5.5.0", "flags": {}, "shapes": shapes, "imagePath": f"{name}.png",
+                                "imageData": None, "imageHeight": size[0], "imageWidth": size[1]}))
+    return path
+
+
+def _shape(label, points, group_id=None, shape_type="polygon"):
+    return {"label": label, "points": points, "group_id": group_id, "shape_type": shape_type, "flags": {}}
+
+
+def test_draw_labelme_file_draws_each_shape_where_labelme_puts_it(tmp_path):
+    names = ["coin", "spoon"]
+    path = _labelme_file(tmp_path, [
+        _shape("coin", [[10, 10], [20, 10], [20, 20]]),
+        _shape("spoon", [[30, 5], [40, 5], [40, 9]], group_id=3),
+        _shape("spoon", [[30, 25], [40, 25], [40, 30]], group_id=3),
+        _shape("coin", [[2, 30], [8, 36]], shape_type="rectangle"),
+        _shape("__ignore__", [[45, 30], [55, 30], [55, 38]])])
+    fig, ax = plt.subplots()
+    drawn = viz_data.draw_labelme_file(ax, path, names)
+    assert [d["label"] for d in drawn] == ["coin", "spoon", "spoon", "coin", "__ignore__"]
+    assert [d["tag"] for d in drawn] == ["coin", "spoon #3", "spoon #3", "coin", "__ignore__"]
+    # LabelMe's pixel-edge coordinates drawn over imshow's pixel centres: shifted by half a pixel
+    np.testing.assert_allclose(drawn[0]["patch"].get_xy()[:3], np.array([[10, 10], [20, 10], [20, 20]]) - 0.5)
+    np.testing.assert_allclose(drawn[3]["points"], [[2, 30], [8, 30], [8, 36], [2, 36]])  # the rectangle's corners
+    assert drawn[0]["patch"].get_edgecolor()[:3] == viz.class_color(0)
+    assert drawn[1]["patch"].get_edgecolor()[:3] == viz.class_color(1)
+    assert drawn[4]["patch"].get_hatch() == "////" and drawn[0]["patch"].get_hatch() is None
+    # the pieces of one object and the ignored region are named on the picture; a plain shape is not
+    assert sorted(t.get_text() for t in ax.texts) == ["__ignore__", "spoon #3", "spoon #3"]
+    assert ax.get_xlim() == (-0.5, 59.5) and ax.get_ylim() == (39.5, -0.5)
+    plt.close(fig)
+
+
+def test_labelme_gallery_counts_objects_not_shapes(tmp_path):
+    first = _labelme_file(tmp_path, name="first", shapes=[_shape("coin", [[1, 1], [9, 1], [9, 9]]),
+                                           _shape("coin", [[20, 1], [29, 1], [29, 9]])])
+    second = _labelme_file(tmp_path, name="second", shapes=[_shape("spoon", [[1, 1], [9, 1], [9, 9]], group_id=1),
+                                            _shape("spoon", [[20, 1], [29, 1], [29, 9]], group_id=1),
+                                            _shape("__ignore__", [[30, 20], [39, 20], [39, 29]])])
+    fig, shapes = viz_data.labelme_gallery([first, second], ["coin", "spoon"])
+    assert [ax.get_title() for ax in fig.axes] == ["first.json: 2 coin", "second.json: 1 spoon, 1 ignored region"]
+    assert {name: len(v) for name, v in shapes.items()} == {"first.json": 2, "second.json": 3}
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["coin", "spoon", "__ignore__"]
+    plt.close(fig)

@@ -140,6 +140,10 @@ def test_generalisation_draws_only_detections_above_the_threshold():
     fig3, _ = draw_generalisation({"validation": [empty] * 4}, ["a", "b"], 0.3, ncols=3)
     assert len(fig3.axes) == 6 and sum(ax.axison for ax in fig3.axes) == 4  # 4 panels wrap onto 2 lines of 3
     plt.close(fig3)
+    fig4, counts4 = draw_generalisation({"": [panel, empty]}, ["a", "b"], 0.3, ncols=2)  # no group title
+    assert [ax.get_title() for ax in fig4.axes] == ["image 7: found 1 of 2, 1 false", "image 8: found 0 of 0, 0 false"]
+    assert len(counts4[""]) == 2
+    plt.close(fig4)
     assert "score >= 0.3" in fig._suptitle.get_text()
     plt.close(fig)
     fig, counts = draw_generalisation({"training": [panel]}, ["a", "b"], 0.1)

@@ -193,7 +193,8 @@ def read_json(path: Path, what: str = "annotation file") -> object:
     except FileNotFoundError:
         raise DatasetError(f"{path}: {what} not found") from None
     except json.JSONDecodeError as err:
-        raise DatasetError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+        raise DatasetError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); repair it "
+                           f"there, or write it again with the tool that made it") from None
     except UnicodeDecodeError as err:
         raise DatasetError(f"{path}: not UTF-8 text ({err}); save it as UTF-8 JSON") from None
     except ValueError as err:  # e.g. an integer with thousands of digits
@@ -432,19 +433,34 @@ class CocoDataset:
         return self._coco
 
 
-def sample_dataset_paths(split: str) -> tuple[Path, Path]:
-    """Paths ``(annotation_file, image_dir)`` of the shipped sample dataset.
+# The datasets shipped in data/: name -> folder. "sample" is drawn by a program
+# (scripts/make_sample_data.py); "real_photos" is three real photographs (notebook 08b).
+SHIPPED_DATASETS = {"sample": "sample_coco", "real_photos": "real_photos"}
+
+
+def sample_dataset_paths(split: str, dataset: str = "sample") -> tuple[Path, Path]:
+    """Paths ``(annotation_file, image_dir)`` of a dataset shipped in ``data/``.
 
     Args:
-        split: ``"train"`` or ``"val"``.
+        split: ``"train"`` or ``"val"`` (for ``real_photos``, ``val`` is the held-out photo).
+        dataset: ``"sample"`` (``data/sample_coco``) or ``"real_photos"`` (``data/real_photos``).
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    root = Path(__file__).resolve().parents[2] / "data" / "sample_coco"
+    if dataset not in SHIPPED_DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(SHIPPED_DATASETS)}, got {dataset!r}")
+    root = Path(__file__).resolve().parents[2] / "data" / SHIPPED_DATASETS[dataset]
     return root / "annotations" / f"instances_{split}.json", root / "labelme" / split
 
 
 def load_sample_dataset(split: str = "train") -> CocoDataset:
     """The course's tiny sample dataset (``data/sample_coco``) as a :class:`CocoDataset`."""
     ann, images = sample_dataset_paths(split)
+    return CocoDataset(ann, images)
+
+
+def load_real_photos(split: str = "train") -> CocoDataset:
+    """The course's real photographs (``data/real_photos``, notebook 08b) as a :class:`CocoDataset`:
+    ``"train"`` holds ``coins_top`` and ``coffee``, ``"val"`` the held-out ``coins_bottom``."""
+    ann, images = sample_dataset_paths(split, "real_photos")
     return CocoDataset(ann, images)

@@ -243,7 +243,8 @@ def _image_record(path: Path, data: dict, image_dir: Path, plan: _Plan) -> tuple
         plan.images.setdefault(target, (raw, str(path), note))
         plan.inputs.setdefault(target, f"the image embedded in {path.name}")
     else:
-        raise DatasetError(f"{path}: image {target} not found (imagePath {image_path!r}) and no imageData embedded")
+        raise DatasetError(f"{path}: image {target} not found (imagePath {image_path!r}) and no imageData embedded; "
+                           "put the image there or fix imagePath (relative to the JSON file's folder)")
     stated = (data.get("imageHeight"), data.get("imageWidth"))
     if None not in stated and stated != (height, width):
         hint = ""
