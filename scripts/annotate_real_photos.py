@@ -9,8 +9,9 @@ which the course does not pin (nothing else uses them). To re-run it:
 It copies three photos out of scikit-image's bundled data (licences in data/real_photos/README.md)
 and writes, beside each, the LabelMe JSON a person would save: one polygon per object, points on
 the object's outline. A person clicking in LabelMe follows the edges by eye; here the edges come
-from classical segmentation, then every outline was checked by eye against a zoomed photo (the
-figure in notebook 08b draws them all) and corrected where the segmentation was wrong:
+from classical segmentation, then every outline was checked by eye against zoomed views of the
+photo and corrected where the segmentation was wrong (notebook 08b draws them all, and the coffee
+photo's corrected part zoomed):
 
 * ``coins`` (Greek coins from Pompeii, 24 coins in 4 rows) is cut between its second and third
   rows (y = 150, where no coin is) into ``coins_top`` (train) and ``coins_bottom`` (held out).

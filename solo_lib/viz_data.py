@@ -118,19 +118,21 @@ def circle_as_polygon(cx: float, cy: float, r: float, *, label: int = 0):
 IGNORE_COLOR = (1.0, 0.85, 0.0)  # __ignore__ regions: yellow, hatched
 
 
-def draw_labelme_file(ax, json_path, class_names) -> list[dict]:
+def draw_labelme_file(ax, json_path, class_names, *, region=None) -> list[dict]:
     """A LabelMe file drawn over its photo, as the LabelMe window shows it (notebook 08b).
 
     Each shape is its polygon (rectangles and circles as the polygons the converter makes of
     them) outlined in its class colour and lightly filled; shapes that share a ``group_id`` (one
-    object seen in pieces) carry the same "label #group" tag; ``__ignore__`` regions are yellow and
-    hatched. The photo is read with EXIF orientation applied, as LabelMe and the converter read it.
+    object seen in pieces) carry the same "label, group_id N" tag; ``__ignore__`` regions are yellow
+    and hatched. The photo is read with EXIF orientation applied, as LabelMe and the converter read it.
 
     Args:
         ax: the matplotlib axes.
         json_path: the LabelMe ``.json``; its ``imagePath`` is relative to its folder.
         class_names: the classes in category order (``labels.txt`` without ``__ignore__`` and
             ``_background_``), so colours match the course's other pictures.
+        region: ``(x0, y0, x1, y1)`` in image pixels to zoom on (tags are placed for the shapes
+            inside it); None: the whole photo.
 
     Returns:
         One dict per shape, in file order: ``label``, ``group_id``, ``points`` ``(P, 2)`` (x, y) as
@@ -143,6 +145,7 @@ def draw_labelme_file(ax, json_path, class_names) -> list[dict]:
     doc = json.loads(path.read_text())
     image = load_rgb_image(path.parent / doc["imagePath"])
     ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
+    x0, y0, x1, y1 = (0, 0, image.shape[1], image.shape[0]) if region is None else region
     drawn = []
     for shape in doc["shapes"]:
         points = np.asarray(shape_to_polygon(shape), np.float64).reshape(-1, 2)
@@ -154,14 +157,14 @@ def draw_labelme_file(ax, json_path, class_names) -> list[dict]:
         patch = Polygon(points - 0.5, closed=True, facecolor=(*colour, 0.25), edgecolor=colour, linewidth=1.4,
                         hatch="////" if ignore else None)
         ax.add_patch(patch)
-        tag = label if group is None else f"{label} #{group}"
+        tag = label if group is None else f"{label}, group_id {group}"
         if ignore or group is not None:
-            x, y = points[:, 0].max(), points[:, 1].min()
-            ax.text(x + 2, y, tag, color="black", fontsize=7, va="top",
-                    bbox=dict(facecolor=(*colour, 0.8), edgecolor="none", pad=1))
+            # just above the shape, starting at its left edge (inside the view when the shape is)
+            ax.text(max(points[:, 0].min(), x0), points[:, 1].min() - 2, tag, color="black", fontsize=7, va="bottom",
+                    ha="left", clip_on=True, bbox=dict(facecolor=(*colour, 0.8), edgecolor="none", pad=1))
         drawn.append({"label": label, "group_id": group, "points": points, "patch": patch, "tag": tag})
-    ax.set_xlim(-0.5, image.shape[1] - 0.5)
-    ax.set_ylim(image.shape[0] - 0.5, -0.5)
+    ax.set_xlim(x0 - 0.5, x1 - 0.5)
+    ax.set_ylim(y1 - 0.5, y0 - 0.5)
     ax.set_xticks([])
     ax.set_yticks([])
     return drawn

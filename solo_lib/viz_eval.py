@@ -197,7 +197,7 @@ def count_matches(prediction: dict, gt_masks, gt_labels, iou_thr: float = 0.5) -
 
 
 def draw_generalisation(rows: dict, class_names, score_thr: float, *, iou_thr: float = 0.5, ncols: int = 3,
-                        size: float = 3.0):
+                        size: float = 3.0, number_objects: bool = False):
     """Predictions drawn over the ground truth, one group of panels per image set (training, validation).
 
     Each panel fills the detections scoring at least ``score_thr`` in their class colour (labels
@@ -214,6 +214,8 @@ def draw_generalisation(rows: dict, class_names, score_thr: float, *, iou_thr: f
         iou_thr: the IoU a match needs.
         ncols: panels per line.
         size: inches per panel.
+        number_objects: write each ground-truth object's index (its position in ``gt_masks``) at
+            its centre, so other pictures of the same objects can refer to them.
 
     Returns:
         ``(fig, counts)``: ``counts[group_title]`` is one dict per panel with ``shown`` (indices into
@@ -232,9 +234,14 @@ def draw_generalisation(rows: dict, class_names, score_thr: float, *, iou_thr: f
                 continue
             panel = panels[c]
             shown = draw_predictions(ax, panel["image"], panel["prediction"], class_names, score_thr)
-            for mask in np.asarray(panel["gt_masks"]):
+            for g, mask in enumerate(np.asarray(panel["gt_masks"])):
                 if mask.any():
                     ax.contour(mask, levels=[0.5], colors="white", linestyles="dashed", linewidths=0.9)
+                    if number_objects:
+                        ys, xs = np.nonzero(mask)
+                        ax.text(xs.mean(), ys.mean(), str(g), color="white", fontsize=8, fontweight="bold",
+                                ha="center", va="center", gid=f"object:{g}",
+                                bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "lw": 0})
             kept = {key: np.asarray(panel["prediction"][key])[shown] for key in ("masks", "labels", "scores")}
             count = count_matches(kept, panel["gt_masks"], panel["gt_labels"], iou_thr)
             counts[title].append({"shown": shown, **count})

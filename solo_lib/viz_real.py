@@ -124,3 +124,40 @@ def draw_object_crops(image, prediction: dict, gt_masks, gt_labels, class_names,
                  f"among detections with score >= {score_thr:g}; {len(outcomes['false'])} false detection(s)",
                  fontsize=9)
     return fig, order, outcomes
+
+
+def duplicate_pairs(masks, labels, iou_thr: float = 0.5) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)``, ``i < j``, of masks of one class overlapping with IoU at least ``iou_thr``:
+    the same object drawn twice, what a clean picture must not show.
+
+    Args:
+        masks: ``(K, H, W)`` binary masks (e.g. the detections a picture shows).
+        labels: ``(K,)`` their classes.
+        iou_thr: the overlap that makes two masks one object (0.5: AP50's rule).
+    """
+    masks, labels = np.asarray(masks, bool), np.asarray(labels)
+    iou = _iou_matrix(masks, masks)
+    return [(i, j) for i in range(len(masks)) for j in range(i + 1, len(masks))
+            if labels[i] == labels[j] and iou[i, j] >= iou_thr]
+
+
+def on_object_fraction(prediction: dict, gt_masks, outcomes: dict) -> dict:
+    """For each found object, the share of its matched detection's pixels that lie on the object:
+    1.0 for a mask that stays inside the outline, lower for one that spills onto the background or
+    a neighbour (IoU alone does not say which way a mask is wrong).
+
+    Args:
+        prediction: ``predict``'s dict.
+        gt_masks: ``(G, H, W)`` binary objects.
+        outcomes: :func:`object_outcomes`' result for them.
+
+    Returns:
+        ``{object index: fraction}`` for the found objects.
+    """
+    gt_masks = np.asarray(gt_masks, bool)
+    fractions = {}
+    for g, outcome in enumerate(outcomes["objects"]):
+        if outcome["found"]:
+            mask = np.asarray(prediction["masks"][outcome["detection"]], bool)
+            fractions[g] = float((mask & gt_masks[g]).sum() / max(int(mask.sum()), 1))
+    return fractions

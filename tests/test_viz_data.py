@@ -102,7 +102,7 @@ def test_draw_labelme_file_draws_each_shape_where_labelme_puts_it(tmp_path):
     fig, ax = plt.subplots()
     drawn = viz_data.draw_labelme_file(ax, path, names)
     assert [d["label"] for d in drawn] == ["coin", "spoon", "spoon", "coin", "__ignore__"]
-    assert [d["tag"] for d in drawn] == ["coin", "spoon #3", "spoon #3", "coin", "__ignore__"]
+    assert [d["tag"] for d in drawn] == ["coin", "spoon, group_id 3", "spoon, group_id 3", "coin", "__ignore__"]
     # LabelMe's pixel-edge coordinates drawn over imshow's pixel centres: shifted by half a pixel
     np.testing.assert_allclose(drawn[0]["patch"].get_xy()[:3], np.array([[10, 10], [20, 10], [20, 20]]) - 0.5)
     np.testing.assert_allclose(drawn[3]["points"], [[2, 30], [8, 30], [8, 36], [2, 36]])  # the rectangle's corners
@@ -110,8 +110,15 @@ def test_draw_labelme_file_draws_each_shape_where_labelme_puts_it(tmp_path):
     assert drawn[1]["patch"].get_edgecolor()[:3] == viz.class_color(1)
     assert drawn[4]["patch"].get_hatch() == "////" and drawn[0]["patch"].get_hatch() is None
     # the pieces of one object and the ignored region are named on the picture; a plain shape is not
-    assert sorted(t.get_text() for t in ax.texts) == ["__ignore__", "spoon #3", "spoon #3"]
+    assert sorted(t.get_text() for t in ax.texts) == ["__ignore__", "spoon, group_id 3", "spoon, group_id 3"]
     assert ax.get_xlim() == (-0.5, 59.5) and ax.get_ylim() == (39.5, -0.5)
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    viz_data.draw_labelme_file(ax, path, names, region=(25, 0, 60, 20))  # zoomed on the spoon's top piece
+    assert ax.get_xlim() == (24.5, 59.5) and ax.get_ylim() == (19.5, -0.5)
+    # each tag just above its shape, from the shape's left edge
+    positions = sorted(t.get_position() for t in ax.texts)
+    assert positions == [(30, 3), (30, 23), (45, 28)]  # spoon pieces at y 5 and 25, the ignored region at y 30
     plt.close(fig)
 
 

@@ -140,9 +140,14 @@ def test_generalisation_draws_only_detections_above_the_threshold():
     fig3, _ = draw_generalisation({"validation": [empty] * 4}, ["a", "b"], 0.3, ncols=3)
     assert len(fig3.axes) == 6 and sum(ax.axison for ax in fig3.axes) == 4  # 4 panels wrap onto 2 lines of 3
     plt.close(fig3)
-    fig4, counts4 = draw_generalisation({"": [panel, empty]}, ["a", "b"], 0.3, ncols=2)  # no group title
+    fig4, counts4 = draw_generalisation({"": [panel, empty]}, ["a", "b"], 0.3, ncols=2, number_objects=True)
     assert [ax.get_title() for ax in fig4.axes] == ["image 7: found 1 of 2, 1 false", "image 8: found 0 of 0, 0 false"]
     assert len(counts4[""]) == 2
+    numbers = [t for t in fig4.axes[0].texts if (t.get_gid() or "").startswith("object:")]
+    assert [t.get_text() for t in numbers] == ["0", "1"]
+    for t, mask in zip(numbers, gt):  # each number at its object's centre
+        ys, xs = np.nonzero(mask)
+        np.testing.assert_allclose(t.get_position(), (xs.mean(), ys.mean()))
     plt.close(fig4)
     assert "score >= 0.3" in fig._suptitle.get_text()
     plt.close(fig)

@@ -83,3 +83,24 @@ def test_draw_object_crops_orders_objects_best_first_and_says_what_happened():
     assert overlay.shape[:2] == (21, 22) and (overlay[..., 3] > 0).sum() == 100  # the whole 10 x 10 detection
     assert "2 of 4 found" in fig._suptitle.get_text() and "3 false detection(s)" in fig._suptitle.get_text()
     plt.close(fig)
+
+
+def test_duplicate_pairs_are_same_class_masks_overlapping_at_the_threshold():
+    from solo_lib.viz_real import duplicate_pairs
+
+    masks = PRED["masks"]
+    # 0 and 1 are the same square (IoU 1); 4 and 5 too, but of different classes; 0 and 2 do not overlap
+    assert duplicate_pairs(masks, PRED["labels"]) == [(0, 1)]
+    assert duplicate_pairs(masks, np.zeros(6, int)) == [(0, 1), (4, 5)]
+    shifted = np.stack([square(5, 30, 10), square(5, 32, 10)])  # IoU 80 / 120 = 0.667
+    assert duplicate_pairs(shifted, [0, 0]) == [(0, 1)] and duplicate_pairs(shifted, [0, 0], iou_thr=0.7) == []
+    assert duplicate_pairs(np.zeros((0, 60, 90)), np.zeros(0, int)) == []
+
+
+def test_on_object_fraction_says_how_much_of_a_found_mask_lies_on_its_object():
+    from solo_lib.viz_real import on_object_fraction
+
+    out = object_outcomes(PRED, GT_MASKS, GT_LABELS, score_thr=0.1)
+    fractions = on_object_fraction(PRED, GT_MASKS, out)
+    assert sorted(fractions) == [0, 1]  # the found objects only
+    np.testing.assert_allclose([fractions[0], fractions[1]], [1.0, 0.8])  # 2 of the shifted mask's 10 columns are off
