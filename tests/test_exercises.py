@@ -59,6 +59,7 @@ ANSWERS = {
     "07b": ("ex07", "focal"),
     "07c": ("ex07", "mask_loss"),
     "08a": ("ex08", "train_step"),
+    "08b-a": ("ex08b", "mask_to_polygon"),
     "09a": ("ex09", "resume_epoch"),
     "09b": ("ex09", "learning_rate"),
     "10a": ("ex10", "point_nms"),
@@ -87,6 +88,7 @@ WRONG = {
     "07b": lambda p, y, a, g: -a * (1 - np.where(y == 1, p, 1 - p)) ** g * np.log(np.where(y == 1, p, 1 - p)),  # alpha for all
     "07c": lambda logits, t, valid, eps: float((lambda p: 1 - 2 * (p * t).sum((-2, -1)) / ((p * p).sum((-2, -1)) + (t * t).sum((-2, -1)) + eps))(1 / (1 + np.exp(-logits))).mean()),  # averages over padding too
     "08a": lambda model, optimizer, images, targets: _train_step_unweighted(model, optimizer, images, targets),  # forgets the mask loss weight
+    "08b-a": lambda mask: solution("ex08b", "mask_to_polygon")(mask) - 0.5,  # pixel centres, not pixel edges
     "09a": lambda names: max([int(n[-10:-6]) for n in names if n.endswith(".keras")], default=0),  # counts .tmp files
     "09b": lambda step, base, warm, ratio, bounds, factor: base * min(1, step / warm) * factor ** sum(step >= b for b in bounds),  # warm-up from 0
     "10a": lambda s: np.where(s == np.max(np.lib.stride_tricks.sliding_window_view(np.pad(s, 1, constant_values=-1), (3, 3)), axis=(-2, -1)), s, 0),  # 3x3

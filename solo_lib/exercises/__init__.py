@@ -13,13 +13,13 @@ either way; solutions are in ``notebooks/solutions/``. ``tests/test_exercises.py
 checker against the solution and against a wrong answer. The checkers live in
 :mod:`solo_lib.exercises.foundations` (the first exercises of notebooks 00-07),
 :mod:`~solo_lib.exercises.targets_losses` (04c, 07c), :mod:`~solo_lib.exercises.network` (05b, 06b),
-:mod:`~solo_lib.exercises.training` (08-09, and 10a-11b), :mod:`~solo_lib.exercises.inference` (10c)
-and :mod:`~solo_lib.exercises.evaluation` (11c).
+:mod:`~solo_lib.exercises.training` (08-09, and 10a-11b), :mod:`~solo_lib.exercises.annotation` (08b-a),
+:mod:`~solo_lib.exercises.inference` (10c) and :mod:`~solo_lib.exercises.evaluation` (11c).
 """
 
 from __future__ import annotations
 
-from solo_lib.exercises import evaluation, foundations, inference, network, targets_losses, training
+from solo_lib.exercises import annotation, evaluation, foundations, inference, network, targets_losses, training
 from solo_lib.exercises.common import Wrong
 
 __all__ = ["CHECKERS", "SOLUTIONS", "Wrong", "check"]
@@ -44,6 +44,7 @@ CHECKERS = {
     "07b": foundations.check_07b_focal,
     "07c": targets_losses.check_07c_mask_loss,
     "08a": training.check_08a_train_step,
+    "08b-a": annotation.check_08b_a_mask_to_polygon,
     "09a": training.check_09a_resume_epoch,
     "09b": training.check_09b_learning_rate,
     "10a": training.check_10a_point_nms,
