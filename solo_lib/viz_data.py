@@ -7,7 +7,6 @@ Each function draws numbers it is given or computes with :mod:`solo_lib.data`, a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -138,11 +137,12 @@ def draw_labelme_file(ax, json_path, class_names, *, region=None) -> list[dict]:
         One dict per shape, in file order: ``label``, ``group_id``, ``points`` ``(P, 2)`` (x, y) as
         drawn, ``patch`` (the matplotlib Polygon) and ``tag`` (the text drawn beside it).
     """
+    from solo_lib.data.coco import read_json
     from solo_lib.data.images import load_rgb_image
     from solo_lib.data.labelme import IGNORE_LABEL, shape_to_polygon
 
     path = Path(json_path)
-    doc = json.loads(path.read_text())
+    doc = read_json(path, "LabelMe file")
     image = load_rgb_image(path.parent / doc["imagePath"])
     ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
     x0, y0, x1, y1 = (0, 0, image.shape[1], image.shape[0]) if region is None else region

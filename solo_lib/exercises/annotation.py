@@ -9,16 +9,10 @@ must give back the mask. Cases are random ellipses and the real coins of ``coins
 from __future__ import annotations
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
+from solo_lib.data.segmentation import decode_segmentation
 from solo_lib.exercises.common import blobs as _blobs
 from solo_lib.exercises.common import expect as _expect
-
-
-def rasterise(points, height: int, width: int) -> np.ndarray:
-    """``(H, W)`` bool: LabelMe points ``(P, 2)`` of (x, y) filled as pycocotools fills a COCO polygon."""
-    flat = np.asarray(points, np.float64).reshape(-1).tolist()
-    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([flat], height, width))).astype(bool)
 
 
 def _coin_masks(count: int) -> list[np.ndarray]:
@@ -41,7 +35,7 @@ def check_08b_a_mask_to_polygon(mask_to_polygon) -> str:
         where = f"a {mask.shape[0]} x {mask.shape[1]} mask of {int(mask.sum())} pixels"
         _expect(points.ndim == 2 and points.shape[1] == 2 and len(points) >= 3,
                 f"{where}: expected (P, 2) points with P >= 3, got shape {points.shape}")
-        filled = rasterise(points, *mask.shape)
+        filled = decode_segmentation([points.reshape(-1).tolist()], *mask.shape).astype(bool)
         iou = (filled & mask.astype(bool)).sum() / max((filled | mask.astype(bool)).sum(), 1)
         _expect(iou >= 0.95, f"{where}: pycocotools fills your polygon into a mask with IoU {iou:.3f} to the "
                              f"original (need >= 0.95); are the points (x, y), and on pixel edges?")
