@@ -5,6 +5,7 @@ Commands:
     predict           segment one image with a trained model, write an overlay picture
     evaluate          COCO mask AP of a trained model on an annotated dataset
     demo              train the tiny preset on the sample data (--real: on three real photos), evaluate, draw
+    export            the whole of inference as one graph: SavedModel, LiteRT (TFLite), ONNX
     convert-labelme   LabelMe JSON folder -> COCO instances JSON
     env               print the environment report (versions, devices)
 
@@ -175,6 +176,26 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from solo_lib.export import FORMATS, export
+
+    formats = list(FORMATS) if args.format == ["all"] else args.format or ["saved_model"]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ConfigError(f"--format {unknown[0]}: unknown; choose from {', '.join(FORMATS)} (or all)")
+    if args.score_thr is not None and not 0 <= args.score_thr < 1:
+        raise ConfigError(f"--score-thr {args.score_thr} must be in [0, 1): a category score threshold")
+    if Path(args.out).is_file():
+        raise ConfigError(f"--out {args.out} is a file; give the folder to export to")
+    model = _load(args.model)
+    names = _class_names(model, args.class_names)
+    config = model.config if args.score_thr is None else model.config.replace(score_thr=args.score_thr)
+    written = export(model, args.out, formats, config=config, class_names=names, overwrite=args.overwrite)
+    print(f"exported {', '.join(written)} to {args.out}/ (class names in labels.txt); run one with: "
+          f"python {Path(args.out) / 'run_model.py'} {Path(args.out) / next(iter(written.values())).name} IMAGE")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from solo_lib.evaluate import evaluate_model, write_results_json
     from solo_lib.inference import predict
@@ -305,6 +326,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=None,
                       help="default: the recipe's (notebook 08's overfit recipe; with --real, notebook 08b's)")
     demo.set_defaults(run=_demo)
+
+    export = commands.add_parser(
+        "export", help="export the whole of inference (SavedModel, LiteRT, ONNX)",
+        description="Write one self-contained inference graph (image of any size in; masks, labels and scores "
+                    "at the image's size out: resize, network, point NMS, Matrix NMS and all) in each format, with "
+                    "labels.txt, export.json and run_model.py, which runs any of them without solo_lib.")
+    export.add_argument("--model", required=True, help="a .keras checkpoint")
+    export.add_argument("--out", required=True, help="folder to write to (created if needed)")
+    export.add_argument("--format", nargs="+", metavar="FORMAT",
+                        help="saved_model (default), tflite, tflite_fp16, onnx, or all; several may be given")
+    export.add_argument("--score-thr", type=float, default=None,
+                        help="category score threshold built into the graph (default: the checkpoint's)")
+    export.add_argument("--class-names", help="comma-separated names, in label order (default: the checkpoint's)")
+    export.add_argument("--overwrite", action="store_true", help="replace the files of an earlier export in --out")
+    export.set_defaults(run=_export)
 
     env = commands.add_parser("env", help="print versions and devices", description="Print the environment report.")
     env.set_defaults(run=_env)

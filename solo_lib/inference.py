@@ -37,7 +37,7 @@ import tensorflow as tf
 from solo_lib.config import SOLOConfig
 from solo_lib.data.augment import resize_image
 from solo_lib.geometry import input_geometry
-from solo_lib.model.dynamic import dynamic_conv, gather_kernels
+from solo_lib.model.dynamic import dynamic_conv_matmul, gather_kernels
 from solo_lib.model.solov2 import split_levels
 from solo_lib.nms import matrix_nms
 
@@ -121,15 +121,38 @@ def postprocess(outputs, config: SOLOConfig, image_size, canvas_size, *, index=0
                          f"({upsampled}) and contain the image {image_size}; prepare the image with "
                          "solo_lib.inference.preprocess(image, config) before the model")
 
+    result = instances(outputs["category"][index:index + 1], outputs["kernel"][index:index + 1], feature, c,
+                       image_size, original_size if original_size != image_size else None)
+    # Numpy arrays for the caller; inside tf.function (graph mode) the tensors themselves.
+    return {k: v.numpy() for k, v in result.items()} if tf.executing_eagerly() else result
+
+
+def instances(category, kernel, feature, config: SOLOConfig, image_size, original_size=None) -> dict:
+    """Steps 1-7 of the module docstring for one image, in TensorFlow ops only: what
+    :func:`postprocess` runs after its checks, and what ``solo_lib.export`` puts in the exported
+    graph, where the sizes are known only when an image arrives.
+
+    Args:
+        category: ``(1, M, C)`` category logits; kernel: ``(1, M, E)``; feature: ``(1, h4, w4, E)``.
+        config: the model's ``SOLOConfig``.
+        image_size: ``(h, w)`` of the image region at the top-left of the canvas (ints or a ``(2,)``
+            int32 tensor); the canvas is ``mask_stride`` times the feature's size.
+        original_size: ``(H0, W0)`` to resize the masks to, or None to keep ``image_size``.
+
+    Returns:
+        dict of tensors, highest score first: ``masks`` ``(K, H0, W0)`` uint8, ``labels`` ``(K,)``
+        int32, ``scores`` ``(K,)`` float32.
+    """
+    c = config
     # 1-2. Point NMS, then (cell, class) pairs above score_thr; tf.where lists them row-major.
-    scores = category_scores(outputs["category"][index:index + 1], c.grid_sizes)[0]  # (M, C)
+    scores = category_scores(category, c.grid_sizes)[0]  # (M, C)
     candidates = tf.where(scores > c.score_thr)  # (K, 2) [cell, class]
     cells, labels = tf.cast(candidates[:, 0], tf.int32), tf.cast(candidates[:, 1], tf.int32)
     scores = tf.gather_nd(scores, candidates)  # (K,)
 
     # 3. Dynamic convolution for the candidate cells only.
-    kernels = gather_kernels(outputs["kernel"][index:index + 1], cells[None])  # (1, K, E)
-    probs = tf.sigmoid(tf.cast(dynamic_conv(feature, kernels)[0], tf.float32))  # (K, h4, w4)
+    kernels = gather_kernels(kernel, cells[None])  # (1, K, E)
+    probs = tf.sigmoid(tf.cast(dynamic_conv_matmul(feature, kernels)[0], tf.float32))  # (K, h4, w4)
 
     # 4. Binary masks; drop those with no more stride-4 pixels than their level's stride
     #    (get_seg_single: ``keep = sum_masks > strides``, counted on the stride-4 map).
@@ -147,13 +170,12 @@ def postprocess(outputs, config: SOLOConfig, image_size, canvas_size, *, index=0
                                          mask_area=area)
 
     # 7. Kept probabilities: x4 to the canvas, crop the image, resize to the original size.
-    probs = tf.gather(probs, keep)[..., None]  # (K, h4, w4, 1)
+    probs = tf.expand_dims(tf.gather(probs, keep), -1)  # (K, h4, w4, 1)
+    upsampled = tf.shape(feature)[1:3] * c.mask_stride
     probs = tf.image.resize(probs, upsampled, method="bilinear")[:, :image_size[0], :image_size[1]]
-    if original_size != image_size:
+    if original_size is not None:
         probs = tf.image.resize(probs, original_size, method="bilinear")
-    result = {"masks": tf.cast(probs[..., 0] > c.mask_thr, tf.uint8), "labels": labels, "scores": scores}
-    # Numpy arrays for the caller; inside tf.function (graph mode) the tensors themselves.
-    return {k: v.numpy() for k, v in result.items()} if tf.executing_eagerly() else result
+    return {"masks": tf.cast(probs[..., 0] > c.mask_thr, tf.uint8), "labels": labels, "scores": scores}
 
 
 def preprocess(image, config: SOLOConfig):

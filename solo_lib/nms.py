@@ -72,7 +72,9 @@ def matrix_nms(masks, labels, scores, *, kernel="gaussian", sigma=2.0, filter_th
     labels = tf.convert_to_tensor(labels)
     scores = tf.cast(scores, tf.float32)
     shape = tf.shape(masks)
-    flat = tf.reshape(masks, tf.stack([shape[0], shape[1] * shape[2]]))  # (N, HW), input dtype, no copy
+    # (N, HW), input dtype, no copy. -1 for N: ONNX's Reshape reads a 0 as "keep this dimension",
+    # so an exported graph with no candidate (N = 0) could not tell (0, HW) from (0, -1).
+    flat = tf.reshape(masks, tf.stack([-1, shape[1] * shape[2]]))
 
     # 1. Sort by score (stable: ties keep input order) and keep the top nms_pre.
     order = tf.argsort(scores, direction="DESCENDING", stable=True)

@@ -1,5 +1,5 @@
 """Pictures of the architecture: the whole SOLOv2 network with its tensor shapes (notebook 00), and
-the small "you are here" map at the top of notebooks 04-11.
+the small "you are here" map at the top of notebooks 04-12.
 
 The shapes in the big picture are not typed in: :func:`architecture_shapes` traces the model's own
 layers (backbone, FPN, head, mask feature branch, dynamic convolution and post-processing) on a
@@ -332,6 +332,7 @@ NOTEBOOK_PARTS = {
     "06": ("heads",), "07": ("losses",), "08": ("training",),
     "08b": ("data", "training", "inference", "evaluation"),  # real photos: the whole loop on one's own data
     "09": ("training",), "10": ("inference",), "11": ("evaluation",),
+    "12": ("inference",),  # deploy: exports what inference runs (the network and its post-processing)
 }
 HIGHLIGHT = "#ffb347"  # the face colour of the highlighted part(s)
 DIMMED = "#f2f2f2"
@@ -356,7 +357,7 @@ def you_are_here(notebook):
     """A small map of the course's pipeline with the given notebook's part(s) highlighted.
 
     Args:
-        notebook: the notebook number, as an int (``4``) or a string (``"04"``, ``"08b"``); 01-11 and 08b.
+        notebook: the notebook number, as an int (``4``) or a string (``"04"``, ``"08b"``); 01-12 and 08b.
 
     Returns:
         A matplotlib Figure of about 8 x 1.6 inches, made with ``plt.subplots`` so that a cell
@@ -365,7 +366,7 @@ def you_are_here(notebook):
         face colour :data:`HIGHLIGHT`. Arrows have gids ``"<part>-><next part>"``.
 
     Raises:
-        ValueError: a notebook without a map (not 01-11 or 08b).
+        ValueError: a notebook without a map (not 01-12 or 08b).
     """
     key = _notebook_key(notebook)
     here = NOTEBOOK_PARTS[key]

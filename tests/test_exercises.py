@@ -68,6 +68,7 @@ ANSWERS = {
     "11a": ("ex11", "mask_iou"),
     "11b": ("ex11", "coco_ap"),
     "11c": ("ex11", "match"),
+    "12a": ("ex12", "instance_list"),
 }
 
 WRONG = {
@@ -97,6 +98,7 @@ WRONG = {
     "11a": lambda a, b: float((a & b).sum() / max(1, a.sum())),  # over a's area, not the union
     "11b": lambda m, n: float(np.mean((np.cumsum(m) / np.arange(1, len(m) + 1))[m])) if m.any() else 0.0,  # VOC-style, no interpolation
     "11c": lambda iou, thr: (np.asarray(iou) >= thr).any(axis=1),  # an object can be matched twice: duplicates count as hits
+    "12a": lambda r, names, t: [(names[l], float(s), int(m.sum())) for m, l, s in zip(r["masks"], r["labels"], r["scores"]) if s > t],  # > instead of >=: drops a score at the threshold
 }
 
 

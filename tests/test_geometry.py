@@ -27,6 +27,10 @@ RESCALE_TABLE = [
     ((1000, 2000), (667, 1333)),  # 666.5: half up, int(x + 0.5), where Python round() would give 666
     ((3000, 4000), (800, 1067)),  # shrunk
     ((1, 1000), (1, 1333)),       # a 1-pixel line: 1.333 rounds to 1 row
+    # Exact ties, 666.5 and 236.5: rounded up. mmcv's float64 gives 666 and 236 here (its factor
+    # 1333 / 596 is rounded down); the exact rule is what the integer-only graph can compute.
+    ((298, 596), (667, 1333)),
+    ((143, 806), (237, 1333)),
 ]
 
 
@@ -40,8 +44,9 @@ def test_rescale_size_follows_mmcv_rule(size, expected):
 
 def test_rescale_size_python_and_tensor_agree_and_fit():
     rng = np.random.default_rng(0)
-    for h, w in rng.integers(1, 3000, size=(300, 2)):
-        for scale in (PAPER, (256, 256), (1333, 640), (100, 60)):
+    sizes = [(298, 596), (634, 1268), (1192, 596)] + rng.integers(1, 3000, size=(300, 2)).tolist()  # ties first
+    for h, w in sizes:
+        for scale in (PAPER, (256, 256), (1333, 640), (100, 60), (768, 448)):
             new = aug.rescale_size(int(h), int(w), scale)
             assert tuple(aug.rescale_size_tensor(tf.constant([h, w]), scale).numpy()) == new
             # It fits (rounding may add at most half a pixel) and one bound is (nearly) reached.

@@ -198,7 +198,7 @@ def test_five_levels_draw_p6_and_five_head_boxes():
 # The course's parts, and which a notebook's map lights up (written out: the test's own copy).
 EXPECTED = {4: {"targets"}, 5: {"backbone"}, 6: {"heads"}, 7: {"losses"}, 8: {"training"},
             "08b": {"data", "training", "inference", "evaluation"},
-            9: {"training"}, 10: {"inference"}, 11: {"evaluation"}}
+            9: {"training"}, 10: {"inference"}, 11: {"evaluation"}, 12: {"inference"}}
 PARTS = ["data", "targets", "backbone", "heads", "losses", "training", "inference", "evaluation"]
 
 
@@ -236,6 +236,6 @@ def test_you_are_here_takes_strings_and_refuses_unknown_notebooks():
     fig = viz_arch.you_are_here(" 08B ")
     assert lit_parts(fig) == {"data", "training", "inference", "evaluation"}
     plt.close(fig)
-    for bad in (12, "00", "4b", None, True):
+    for bad in (13, "00", "4b", None, True):
         with pytest.raises(ValueError, match="known notebooks: 01, 02"):
             viz_arch.you_are_here(bad)

@@ -14,12 +14,14 @@ checker against the solution and against a wrong answer. The checkers live in
 :mod:`solo_lib.exercises.foundations` (the first exercises of notebooks 00-07),
 :mod:`~solo_lib.exercises.targets_losses` (04c, 07c), :mod:`~solo_lib.exercises.network` (05b, 06b),
 :mod:`~solo_lib.exercises.training` (08-09, and 10a-11b), :mod:`~solo_lib.exercises.annotation` (08b-a),
-:mod:`~solo_lib.exercises.inference` (10c) and :mod:`~solo_lib.exercises.evaluation` (11c).
+:mod:`~solo_lib.exercises.inference` (10c), :mod:`~solo_lib.exercises.evaluation` (11c) and
+:mod:`~solo_lib.exercises.deploy` (12a).
 """
 
 from __future__ import annotations
 
-from solo_lib.exercises import annotation, evaluation, foundations, inference, network, targets_losses, training
+from solo_lib.exercises import (annotation, deploy, evaluation, foundations, inference, network, targets_losses,
+                                training)
 from solo_lib.exercises.common import Wrong
 
 __all__ = ["CHECKERS", "SOLUTIONS", "Wrong", "check"]
@@ -53,6 +55,7 @@ CHECKERS = {
     "11a": training.check_11a_mask_iou,
     "11b": training.check_11b_coco_ap,
     "11c": evaluation.check_11c_match,
+    "12a": deploy.check_12a_instance_list,
 }
 
 

@@ -35,3 +35,18 @@ def dynamic_conv(mask_feature, kernels):
         ``(B, K, H, W)`` mask logits: ``logits[b, k] = sum_e F[b, :, :, e] * G[b, k, e]``.
     """
     return tf.einsum("bhwe,bke->bkhw", mask_feature, kernels)
+
+
+def dynamic_conv_matmul(mask_feature, kernels):
+    """:func:`dynamic_conv` as the batched matrix product that ``tf.einsum`` itself runs for it
+    (``(B, HW, E) @ (B, K, E)^T``), so the values are bit for bit the same; inference uses it.
+
+    Why a second spelling: exported graphs must work with no candidate (K = 0), and tf2onnx
+    rewrites this einsum into reshapes whose target shape holds K, where ONNX's ``Reshape`` reads
+    a 0 as "keep the input's dimension" and fails. Here K only ever reaches a reshape at the
+    position it already has in the input (axis 1), where "keep" and 0 agree.
+    """
+    shape = tf.shape(mask_feature)  # (B, H, W, E)
+    flat = tf.reshape(mask_feature, tf.stack([shape[0], shape[1] * shape[2], shape[3]]))  # (B, HW, E)
+    logits = tf.transpose(tf.matmul(flat, kernels, transpose_b=True), [0, 2, 1])  # (B, K, HW)
+    return tf.reshape(logits, tf.stack([shape[0], tf.shape(kernels)[1], shape[1], shape[2]]))
