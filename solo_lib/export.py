@@ -11,8 +11,8 @@ graph instead, that takes an image and returns instances. :func:`serving_functio
          Matrix NMS, masks resized back to (H, W)      (``solo_lib.inference.instances``)
       -> ``masks`` (K, H, W) uint8, ``labels`` (K,) int32, ``scores`` (K,) float32
 
-It is the same code as ``predict`` (the same functions, traced instead of run eagerly), so the two
-agree to the last bits on the same runtime; the parity tests (``tests/test_export.py``) load each
+It is the same code as ``predict`` (the same functions, traced instead of run eagerly), so on the
+same runtime the two agree to float32 rounding (graph and eager execution may fuse ops differently); the parity tests (``tests/test_export.py``) load each
 export in a process that imports only its runtime.
 
 Formats (:data:`FORMATS`):
@@ -268,7 +268,8 @@ RUNTIMES = {"saved_model": ("tensorflow", ()), "tflite": ("ai_edge_litert", ("te
 
 _STANDALONE = """
 import sys
-sys.modules["solo_lib"] = None  # importing solo_lib now raises ImportError: the export stands alone
+for blocked in {blocked!r}:
+    sys.modules[blocked] = None  # importing it now raises ImportError: the export stands alone
 import json, numpy as np
 sys.path.insert(0, {folder!r})
 from run_model import load_exported
@@ -287,8 +288,9 @@ print(json.dumps({{"loaded": loaded}}))
 
 
 def run_standalone(out_dir, fmt: str, images, *, timeout: float = 600) -> tuple[list[dict], list[str]]:
-    """Runs an export in a fresh Python process that imports only its runtime (``solo_lib`` is
-    blocked there), through the folder's own ``run_model.py``.
+    """Runs an export in a fresh Python process that imports only its runtime, through the
+    folder's own ``run_model.py``. ``solo_lib`` is blocked there (importing it fails), and so is
+    TensorFlow for the LiteRT and ONNX formats (:data:`RUNTIMES`).
 
     Args:
         out_dir: the export folder.
@@ -310,7 +312,8 @@ def run_standalone(out_dir, fmt: str, images, *, timeout: float = 600) -> tuple[
     watched = ("tensorflow", "ai_edge_litert", "onnxruntime", "solo_lib")
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(Path(tmp) / "images.npz", **{f"image_{k}": np.asarray(im, np.uint8) for k, im in enumerate(images)})
-        code = _STANDALONE.format(folder=str(out_dir), model=str(out_dir / FILES[fmt]),
+        blocked = ("solo_lib", *RUNTIMES[fmt][1])
+        code = _STANDALONE.format(blocked=blocked, folder=str(out_dir), model=str(out_dir / FILES[fmt]),
                                   images=str(Path(tmp) / "images.npz"), out=str(Path(tmp) / "out.npz"),
                                   watched=watched)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

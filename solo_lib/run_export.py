@@ -22,6 +22,7 @@ Do not import ``solo_lib`` here: the parity tests run this file with ``solo_lib`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -31,20 +32,18 @@ OUTPUTS = ("masks", "labels", "scores")
 
 
 def _tflite_runner(path: str, xnnpack: bool = True):
-    """A LiteRT signature runner; ``xnnpack=False`` runs LiteRT's own kernels without its default
-    XNNPACK delegate (slower, but it plans any input size)."""
+    """A LiteRT signature runner on every core; ``xnnpack=False`` runs LiteRT's own kernels
+    without its default XNNPACK delegate (slower, but it plans any input size)."""
     try:  # LiteRT, the runtime of phones and small devices
         from ai_edge_litert import interpreter as litert
     except ImportError:  # TensorFlow's own copy of the interpreter
         import tensorflow as tf
 
-        litert = tf.lite.experimental if hasattr(tf.lite.experimental, "OpResolverType") else None
-        Interpreter, resolvers = tf.lite.Interpreter, litert
+        Interpreter, OpResolverType = tf.lite.Interpreter, tf.lite.experimental.OpResolverType
     else:
-        Interpreter, resolvers = litert.Interpreter, litert
-    options = {} if xnnpack else {
-        "experimental_op_resolver_type": resolvers.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
-    return Interpreter(model_path=path, **options).get_signature_runner()
+        Interpreter, OpResolverType = litert.Interpreter, litert.OpResolverType
+    options = {} if xnnpack else {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    return Interpreter(model_path=path, num_threads=os.cpu_count() or 1, **options).get_signature_runner()
 
 
 def load_exported(path):
@@ -59,6 +58,8 @@ def load_exported(path):
         ``(K,)`` float32.
     """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; give a SavedModel folder, a .tflite or a .onnx file")
     if path.is_dir():
         import tensorflow as tf
 
@@ -113,12 +114,18 @@ def class_names(path) -> list[str]:
 
 
 def read_image(path) -> np.ndarray:
-    """An image file (with Pillow) or a ``.npy`` array as ``(H, W, 3)`` uint8 RGB."""
+    """An image file (with Pillow) or a ``.npy`` array as ``(H, W, 3)`` uint8 RGB, as displayed:
+    the EXIF orientation applied (a phone's photo stands upright) and 16-bit images scaled to 8
+    bits, as ``solo_lib.data.images.load_rgb_image`` reads images for training and ``predict``."""
     if str(path).endswith(".npy"):
         return np.load(path)
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     with Image.open(path) as picture:
+        picture = ImageOps.exif_transpose(picture)
+        if picture.mode.startswith("I;16") or picture.mode == "I":  # 16-bit: keep the high byte
+            gray = (np.clip(np.asarray(picture).astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
+            return np.repeat(gray[..., None], 3, axis=2)
         return np.asarray(picture.convert("RGB"))
 
 
@@ -131,6 +138,10 @@ def main(argv=None) -> int:
     try:
         segment = load_exported(args.model)
         result = segment(read_image(args.image))
+    except ImportError as err:
+        print(f"error: {err.name or err} is not installed; pip install it (ai-edge-litert for .tflite, "
+              "onnxruntime for .onnx, tensorflow for a SavedModel, pillow for pictures)", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -243,3 +243,25 @@ def test_export_rejects_unknown_formats_and_a_file_as_folder(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ExportError, match="is a file"):
         export(model, tmp_path / "file", ("saved_model",))
+
+
+def test_run_model_reads_pictures_as_training_does(tmp_path):
+    """run_model.py stands alone but reads a picture as solo_lib does: upright (EXIF orientation)
+    and 16-bit images scaled to 8 bits, not clipped."""
+    from PIL import Image as PILImage
+
+    from solo_lib.data.images import load_rgb_image
+    from solo_lib.run_export import read_image
+
+    rng = np.random.default_rng(0)
+    photo = PILImage.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8))
+    exif = photo.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to display
+    photo.save(tmp_path / "phone.jpg", exif=exif)
+    deep = PILImage.fromarray(rng.integers(0, 65536, (20, 40), dtype=np.uint16))
+    deep.save(tmp_path / "deep.png")
+    for name in ("phone.jpg", "deep.png"):
+        np.testing.assert_array_equal(read_image(tmp_path / name), load_rgb_image(tmp_path / name))
+    assert read_image(tmp_path / "phone.jpg").shape == (50, 30, 3)
+    assert read_image(tmp_path / "deep.png").max() > 200  # scaled, not saturated to white
+    assert read_image(tmp_path / "deep.png").min() < 50
