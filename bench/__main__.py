@@ -33,6 +33,7 @@ BENCHMARKS = {
     "nms": "Matrix NMS on 500 masks (120x120, 200x336) vs a matmul of the same shape",
     "notebooks": "every notebook under strict nbval: seconds each and in total",
     "profile": "op-level time profile of the training step (tiny, paper): shares by op category, top ops",
+    "export": "end-to-end latency per image: predict, SavedModel, TFLite, ONNX Runtime (tiny; paper 1333x800, 768x448)",
 }
 INPUTS_WIDTH = 56
 

@@ -162,3 +162,40 @@ def test_profile_nested_op_events_are_counted_once():
     # the runtime event and the function-call op are not counted
     assert op_events(space) == [("outer", "Foo", 1010, 50, 20), ("outer/inner", "MatMul", 1020, 30, 30),
                                 ("outer/inner", "MatMul", 1070, 10, 10)]
+
+
+def test_export_benchmark_times_every_runtime_on_the_same_work():
+    # The tiny case in this process with two formats (all four take over a minute to export);
+    # the paper cases and the other runtimes run the same code (python -m bench export).
+    from bench.export import rows_for, worker
+
+    data = worker("tiny", quick=True, formats=("saved_model", "tflite"))
+    json.dumps(data)  # the worker's reply travels as JSON
+    rows = rows_for(data)
+    assert [r.case for r in rows] == ["tiny, Keras predict()", "tiny, SavedModel", "tiny, TFLite float32",
+                                      "tiny, post-processing share", "tiny, forward pass efficiency"]
+    assert all(r.benchmark == "export" and r.inputs and r.figure and not r.failed for r in rows)
+    instances = rows[0].metrics["instances"]
+    assert instances > 0  # the sample model finds objects on the validation image
+    for r in rows[:3]:
+        assert math.isfinite(r.metrics["ms"]) and r.metrics["ms"] > 0 and r.figure.endswith(("ms", "s)"))
+        assert r.timing["repeats"] == len(r.timing["runs_s"]) == 3
+        assert r.metrics["instances"] == instances
+    for r in rows[1:3]:  # the exports: a file, its export time, the same instances as predict
+        assert r.metrics["file_mb"] > 0.5 and r.metrics["export_s"] > 0 and r.metrics["load_s"] >= 0
+        assert r.details["vs_predict"]["paired"] == instances and r.details["vs_predict"]["min_iou"] > 0.9
+        assert r.details["export_peak_rss_mb"] > 0
+
+    share, efficiency = rows[3], rows[4]
+    assert 0 < share.metrics["postprocess_share"] < 1 and share.metrics["forward_ms"] > 0
+    assert efficiency.target is None  # the >= 70% target is the paper preset's
+    assert 0 < efficiency.metrics["efficiency"] < 2 and 0 < efficiency.metrics["efficiency_vs_matmul_peak_after"] < 2
+    # The profiler's convolution FLOPs are the layers' analytic count (same layers, same shapes).
+    flops = efficiency.details["flops"]
+    assert flops["graph_by_op"]["Conv2D"] == flops["analytic_layers"] > 1e9
+
+    # A runtime that failed is a row with its error text, not a missing row.
+    data["runtimes"]["tflite"] = {"error": "ValueError: no XNNPACK here"}
+    broken = {r.case: r for r in rows_for(data)}["tiny, TFLite float32"]
+    assert broken.failed and broken.figure == "error: ValueError"
+    assert broken.details["error"] == "ValueError: no XNNPACK here"
