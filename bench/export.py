@@ -357,7 +357,8 @@ def rows_for(data: dict) -> list[Result]:
         name = f"{case}, {RUNTIME_NAMES[runtime]}"
         details = {**common, "file_mb": data["file_mb"].get(runtime), "export_s": data["export_s"].get(runtime),
                    "export_peak_rss_mb": data["export_peak_rss_mb"].get(runtime),
-                   "runtimes_peak_rss_mb": data.get("runtimes_peak_rss_mb"), **{k: v for k, v in got.items() if k != "timing"}}
+                   "runtimes_peak_rss_mb": data.get("runtimes_peak_rss_mb"),
+                   **{k: v for k, v in got.items() if k != "timing"}}
         if "error" in got:
             rows.append(Result("export", name, inputs, f"error: {got['error'].split(':')[0]}", {}, failed=True,
                                details=details))
@@ -395,8 +396,9 @@ def summary_rows(data: dict, inputs: str) -> list[Result]:
         f"{_ms(post_s)} = {100 * data['postprocess_share']:.0f}% of predict (forward {_ms(forward_s)})",
         metrics, timing=data["postprocess_timing"],
         details={"method": "postprocess() alone on fixed network outputs (eager, as predict runs it) over "
-                           "predict(), the median over rounds of their ratio; forward = compiled_forward(model)(canvas); "
-                           "saved_model_non_forward_share: (SavedModel - forward) / SavedModel per round",
+                           "predict(), the median over rounds of their ratio; forward = "
+                           "compiled_forward(model)(canvas); saved_model_non_forward_share: the median over "
+                           "rounds of (SavedModel - forward) / SavedModel",
                  "forward_timing": data["forward_timing"]})]
 
     flops, peak = data["flops"], data["matmul_peak"]
