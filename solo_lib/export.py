@@ -234,7 +234,7 @@ def export(model, out_dir, formats=("saved_model",), *, config: SOLOConfig | Non
                 shutil.rmtree(final)
             elif final.exists():
                 final.unlink()
-            os.replace(target, final) if fmt != "saved_model" else shutil.move(str(target), str(final))
+            os.replace(target, final)  # tmp lies inside out_dir: a rename, for a file or a folder
             written[fmt] = final
             if progress:
                 print(f"wrote {final} ({_size_mb(final):.1f} MB)")
