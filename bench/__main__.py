@@ -25,8 +25,10 @@ from pathlib import Path
 from bench.common import ROOT, Result, apply_env_defaults, error_result, load_average, machine_info
 
 BENCHMARKS = {
+    "annotations": "opening a COCO train2017-sized annotation file: CocoDataset vs pycocotools, time and peak RSS",
     "targets": "target building per image (assign_grid_cells + mask targets), paper preset, 480x480",
     "pipeline": "input pipeline images/s (tiny in-memory, paper streaming) vs the training step",
+    "sources": "pipeline images/s at the paper's scale: streaming, in-memory, TFRecord sources on 1 and 2 cores",
     "train_step": "training step s/step, img/s, peak RSS (paper, paper+XLA, tiny), each in a subprocess",
     "efficiency": "training FLOPs / step time as a fraction of the float32 matmul peak",
     "inference": "predict() on one 480x480 image, paper preset; post-processing with ~500 NMS inputs",

@@ -10,6 +10,8 @@
 * ``paper_xla``: ``paper`` with ``jit_compile=True``.
 * ``paper_remat``: ``paper`` with gradient checkpointing (``SOLOConfig.remat``, see
   ``solo_lib/model/remat.py``): less memory, some forward work done twice.
+* ``paper_accumulate``: ``paper`` with gradient accumulation (``TrainConfig.accumulate_steps=2``):
+  the same batch of 2 computed as two micro-batches of 1, one update.
 
 All train on the sample dataset (``data/sample_coco``, train split, 12 images of 256 px or less,
 4 classes), through the same pipeline call as ``solo_lib.train.train``.
@@ -17,7 +19,7 @@ All train on the sample dataset (``data/sample_coco``, train split, 12 images of
 
 from __future__ import annotations
 
-SETUPS = ("tiny", "paper", "paper_xla", "paper_remat")
+SETUPS = ("tiny", "paper", "paper_xla", "paper_remat", "paper_accumulate")
 PAPER_SCALE = (480, 480)  # the paper set-ups' image scale: a 480 x 480 canvas for either orientation
 
 DESCRIPTIONS = {
@@ -27,6 +29,8 @@ DESCRIPTIONS = {
     "paper_xla": "paper preset (ResNet-50-FPN), image scale (480, 480), 480x480 canvas, batch 2, streaming, SGD, XLA",
     "paper_remat": "paper preset (ResNet-50-FPN) with remat=True (gradient checkpointing), image scale (480, 480), "
                    "480x480 canvas, batch 2, streaming, SGD, no XLA",
+    "paper_accumulate": "paper preset (ResNet-50-FPN), image scale (480, 480), 480x480 canvas, batch 2 computed as "
+                        "2 micro-batches of 1 (accumulate_steps=2), streaming, SGD, no XLA",
 }
 
 
@@ -41,7 +45,8 @@ def training_setup(name: str):
     dataset = load_sample_dataset("train")
     if name == "tiny":
         return SOLOConfig.tiny(dataset.num_classes), TrainConfig.overfit_sample(), dataset
-    cfg = TrainConfig(batch_size=2, in_memory=False, checkpoint_dir=None, jit_compile=name == "paper_xla")
+    cfg = TrainConfig(batch_size=2, in_memory=False, checkpoint_dir=None, jit_compile=name == "paper_xla",
+                      accumulate_steps=2 if name == "paper_accumulate" else 1)
     model_config = SOLOConfig.paper_r50(dataset.num_classes, image_scale=PAPER_SCALE, remat=name == "paper_remat")
     return model_config, cfg, dataset
 

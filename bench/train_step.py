@@ -1,6 +1,6 @@
 """Benchmark 3: the training step: seconds per step, images per second, peak resident memory.
 
-Each set-up (``bench/setups.py``: ``paper``, ``paper_remat``, ``paper_xla``, ``tiny``) runs in its own worker
+Each set-up (``bench/setups.py``: ``paper``, ``paper_remat``, ``paper_accumulate``, ``paper_xla``, ``tiny``) runs in its own worker
 subprocess (``python -m bench.train_step --worker SETUP``), so its memory is its own. The worker:
 
 1. builds the set-up's pipeline exactly as ``solo_lib.train.train`` does and takes its first batch
@@ -31,8 +31,8 @@ from bench import setups
 from bench.common import (Result, Target, apply_env_defaults, current_rss_mb, error_result, measure, peak_rss_mb,
                           reset_peak_rss, run_worker, worker_reply)
 
-CASES_FULL = ("paper", "paper_remat", "paper_xla", "tiny")
-CASES_QUICK = ("paper", "paper_remat", "tiny")  # XLA-compiling the paper step takes minutes
+CASES_FULL = ("paper", "paper_remat", "paper_accumulate", "paper_xla", "tiny")
+CASES_QUICK = ("paper", "paper_remat", "paper_accumulate", "tiny")  # XLA-compiling the paper step takes minutes
 PAPER_PRESET = ("paper", "paper_remat")  # issue 5's targets are on the paper preset's step
 
 
@@ -61,6 +61,7 @@ def build_step(case: str):
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(model_config)  # as train builds it; the batch's canvas follows from the image scale
     model.compile(optimizer=make_optimizer(cfg, steps_per_epoch(dataset, cfg.batch_size)), jit_compile=cfg.jit_compile)
+    model.accumulate_steps = cfg.accumulate_steps  # as train sets it
     model.optimizer.build(model.trainable_variables)
     model.make_train_function()
     return model, batch, images, targets, cfg

@@ -7,6 +7,7 @@ Commands:
     demo              train the tiny preset on the sample data (--real: on three real photos), evaluate, draw
     export            the whole of inference as one graph: SavedModel, LiteRT (TFLite), ONNX
     convert-labelme   LabelMe JSON folder -> COCO instances JSON
+    to-tfrecord       COCO dataset -> sharded TFRecord files, for a parallel input pipeline
     env               print the environment report (versions, devices)
 
 A user's mistake (a missing or damaged file, an invalid option, a checkpoint of other classes)
@@ -31,7 +32,8 @@ from solo_lib.errors import ConfigError, SoloError
 TRAIN_OPTIONS = {"epochs": "--epochs", "batch_size": "--batch-size", "short_sides": "--short-sides",
                  "steps_per_epoch": "--steps-per-epoch", "optimizer": "--optimizer", "learning_rate": "--lr",
                  "warmup_steps": "--warmup-steps", "decay_epochs": "--decay-epochs",
-                 "checkpoint_every": "--checkpoint-every", "memory_budget_mb": "--memory-budget-mb"}
+                 "checkpoint_every": "--checkpoint-every", "memory_budget_mb": "--memory-budget-mb",
+                 "accumulate_steps": "--accumulate-steps"}
 # SOLOConfig fields (and the short sides checked against them) -> the train options that set them.
 MODEL_OPTIONS = {"image_scale": "--image-scale", "backbone_weights": "--backbone-weights",
                  "short_sides": "--short-sides"}
@@ -57,6 +59,17 @@ def _convert_labelme(args: argparse.Namespace) -> int:
     names = ", ".join(f"{c['name']}: {per_class[c['id']]}" for c in coco["categories"])
     print(f"wrote {args.output_json}: {len(coco['images'])} images, {len(coco['annotations'])} instances ({names}), "
           f"{len(caught)} warning(s)")
+    return 0
+
+
+def _to_tfrecord(args: argparse.Namespace) -> int:
+    from solo_lib.data.tfrecord import write_tfrecords
+
+    summary = write_tfrecords(_dataset(args.annotations, args.images, "train"), args.out, args.shards,
+                              overwrite=args.overwrite)
+    print(f"wrote {args.out}: {len(summary.dataset)} images in {len(summary.dataset.files)} shards "
+          f"({summary.shards_written} written now, {summary.shards_kept} already complete; "
+          f"{summary.images_as_png} of {summary.images_written} images re-encoded as PNG)")
     return 0
 
 
@@ -87,6 +100,7 @@ def _train(args: argparse.Namespace) -> int:
         raise ConfigError(f"--model-path {args.model_path} is the checkpoint to resume from: add --resume")
     if args.overwrite and args.resume:
         raise ConfigError("--overwrite deletes the checkpoints in --out, --resume continues from them: choose one")
+    _check_tf_config(args.multi_worker)
     from solo_lib.config import SOLOConfig
     from solo_lib.data.pipeline import check_short_sides
     from solo_lib.train import TrainConfig, train
@@ -94,7 +108,7 @@ def _train(args: argparse.Namespace) -> int:
     defaults = TrainConfig()
     try:
         cfg = TrainConfig(
-            epochs=args.epochs, batch_size=args.batch_size,
+            epochs=args.epochs, batch_size=args.batch_size, accumulate_steps=args.accumulate_steps,
             short_sides=tuple(args.short_sides) if args.short_sides else None,
             steps_per_epoch=args.steps_per_epoch, optimizer=args.optimizer,
             learning_rate=args.lr if args.lr is not None else defaults.learning_rate,
@@ -121,9 +135,42 @@ def _train(args: argparse.Namespace) -> int:
             check_short_sides(cfg.short_sides, model_config)  # train checks it too; here the options are known
     except ConfigError as err:
         raise _with_options(err, MODEL_OPTIONS, "invalid SOLOConfig: ", "invalid model option: ") from None
-    model, history = train(model_config, cfg, dataset)
-    print(f"trained {int(model.epochs_done.numpy())} epoch(s); checkpoints in {args.out}")
+    import tensorflow as tf
+
+    from solo_lib.distributed import describe, is_chief, strategy_from_environment
+    from solo_lib.errors import TrainingError
+
+    # Once every option is checked (an error after it would leave the other workers waiting), and
+    # before any TensorFlow operation, as MultiWorkerMirroredStrategy requires.
+    strategy = strategy_from_environment()
+    with strategy.scope():
+        try:
+            model, history = train(model_config, cfg, dataset)
+        except tf.errors.UnavailableError as err:  # what the others see when a worker stops (TF's multi-worker guide)
+            if not args.multi_worker:
+                raise
+            reason = re.sub(r"\{\{.*?\}\}\s*", "", str(err).split("\n")[0])[:160]  # no {{function_node ...}}
+            raise TrainingError(f"lost contact with another worker ({reason}); its own output says why it stopped: "
+                                f"fix that and start every worker again") from None
+    done = int(model.epochs_done.numpy())
+    if is_chief(strategy):
+        print(f"trained {done} epoch(s); checkpoints in {args.out}")
+    else:
+        print(f"trained {done} epoch(s) as {describe(strategy)}; the chief writes the checkpoints")
     return 0
+
+
+def _check_tf_config(multi_worker: bool) -> None:
+    """``train --multi-worker`` needs a valid TF_CONFIG, and TF_CONFIG needs ``--multi-worker``."""
+    from solo_lib.distributed import read_tf_config
+
+    tf_config = read_tf_config(os.environ.get("TF_CONFIG"))
+    if multi_worker and tf_config is None:
+        raise ConfigError("--multi-worker reads the cluster from the TF_CONFIG environment variable, which is not set; "
+                          "set it on every worker (README, 'Several machines')")
+    if tf_config is not None and not multi_worker:
+        raise ConfigError("TF_CONFIG is set: add --multi-worker to train as one of its workers, or unset TF_CONFIG to "
+                          "train alone")
 
 
 def _load(path):
@@ -245,6 +292,21 @@ def build_parser() -> argparse.ArgumentParser:
                          help="folder the COCO file_name entries are relative to (default: INPUT_DIR)")
     convert.set_defaults(run=_convert_labelme)
 
+    tfrecord = commands.add_parser(
+        "to-tfrecord", help="write a COCO dataset as sharded TFRecord files",
+        description="Write every image (its encoded bytes) and its instances (label, crowd flag, mask as run "
+                    "lengths) as TFRecord shards plus dataset.json, for an input pipeline that reads and decodes "
+                    "on every core. Each shard is renamed into place when complete; run again after an "
+                    "interruption to write only the missing shards.")
+    tfrecord.add_argument("--annotations", required=True, help="COCO instances JSON")
+    tfrecord.add_argument("--images", required=True, help="folder the annotation file names are relative to")
+    tfrecord.add_argument("--out", required=True, help="folder to write the shards and dataset.json to")
+    tfrecord.add_argument("--shards", type=int, required=True, metavar="N",
+                          help="number of files (at least the number of workers that will read them)")
+    tfrecord.add_argument("--overwrite", action="store_true",
+                          help="first delete the *.tfrecord files and dataset.json already in --out")
+    tfrecord.set_defaults(run=_to_tfrecord)
+
     train = commands.add_parser(
         "train", help="train (or resume) a SOLOv2 model on a COCO dataset",
         description="Train SOLOv2 with the paper's defaults (SGD, warm-up, step decay, clipping), or resume. "
@@ -256,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "--preset is an error)")
     train.add_argument("--epochs", type=int, default=12, help="epochs in total, counting those already done")
     train.add_argument("--batch-size", type=int, default=4)
+    train.add_argument("--accumulate-steps", type=int, default=1, metavar="K",
+                       help="gradient accumulation: compute each batch in K micro-batches of batch-size/K images, "
+                            "one optimiser update per batch (e.g. --batch-size 16 --accumulate-steps 8)")
     train.add_argument("--image-scale", type=int, nargs=2, metavar=("LONG", "SHORT"),
                        help="resize every image, keeping its aspect ratio, so that its long side is at most LONG and "
                             "its short side at most SHORT, in training and at inference (default: the preset's, "
@@ -291,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--pretrained", metavar="WEIGHTS_H5",
                        help="start from these weights, all but the class predictor (tiny preset: "
                             "data/pretrained/tiny_shapes.weights.h5, pretrained on synthetic shapes)")
+    train.add_argument("--multi-worker", action="store_true",
+                       help="train as one worker of the cluster the TF_CONFIG environment variable describes "
+                            "(tf.distribute.MultiWorkerMirroredStrategy): run the same command on every worker; "
+                            "--batch-size is the global batch, split over all workers; only the chief writes to --out")
     train.set_defaults(run=_train)
 
     predict = commands.add_parser("predict", help="segment one image", description="Segment one image.")

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import keras
 
-from solo_lib.checkpoints import save_atomically
+from solo_lib.checkpoints import save_checkpoint
 from solo_lib.data.coco import CocoDataset
+from solo_lib.distributed import is_chief
 from solo_lib.errors import TrainingError
 from solo_lib.evaluate import evaluate_model
 from solo_lib.inference import predict
@@ -31,7 +32,9 @@ class EpochCounter(keras.callbacks.Callback):
 
 class EpochCheckpoint(keras.callbacks.Callback):
     """Writes ``epoch_NNNN.keras`` every ``every`` epochs and after the last one (after
-    :class:`EpochCounter`, so the file knows its epoch)."""
+    :class:`EpochCounter`, so the file knows its epoch). In a multi-worker run only the chief
+    writes into ``directory``; the other workers save to a temporary folder they delete
+    (:func:`solo_lib.checkpoints.save_checkpoint`)."""
 
     def __init__(self, directory: str, every: int, last_epoch: int):
         super().__init__()
@@ -40,7 +43,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
         if done % self.every == 0 or done == self.last_epoch:
-            save_atomically(self.model, self.directory / f"epoch_{done:04d}.keras")
+            save_checkpoint(self.model, self.directory / f"epoch_{done:04d}.keras",
+                            chief=is_chief(self.model.distribute_strategy))
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):

@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -67,6 +68,30 @@ def save_atomically(model: keras.Model, path: Path) -> None:
             raise CheckpointError(f"{path}: cannot write the checkpoint ({err.strerror or err}); free some space "
                                   f"or choose another checkpoint folder (--out)") from err
         raise
+
+
+def save_checkpoint(model: keras.Model, path: Path, *, chief: bool = True) -> None:
+    """Writes ``path`` with :func:`save_atomically` on the chief; on another worker of a
+    multi-worker run (``chief=False``), saves the same model to a temporary folder of its own and
+    deletes it.
+
+    Saving a Keras model under ``MultiWorkerMirroredStrategy`` runs collective operations (it
+    creates and reads variables), which every worker must join, so the other workers cannot just
+    skip it; they must not write into the chief's folder either (on a shared disk they would
+    replace its files). Keras' multi-worker tutorial and tf.keras's ``ModelCheckpoint`` do the
+    same (``solo_lib.distributed``).
+
+    Raises:
+        CheckpointError: the folder cannot be written (no space, no permission).
+    """
+    if chief:
+        save_atomically(model, path)
+        return
+    scratch = Path(tempfile.mkdtemp(prefix=f"solo-worker-{os.getpid()}-"))
+    try:
+        save_atomically(model, scratch / path.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def load_checkpoint(path: str | os.PathLike) -> SOLOv2:

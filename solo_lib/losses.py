@@ -84,7 +84,7 @@ def dice_loss(mask_logits, mask_targets, eps=1e-3):
     return 1.0 - 2.0 * intersection / denominator
 
 
-def solo_losses(outputs, targets, config):
+def solo_losses(outputs, targets, config, normalizers=None):
     """SOLOv2's training loss ``L = L_cate + lambda * L_mask`` (SOLO) for one batch.
 
     Args:
@@ -100,6 +100,10 @@ def solo_losses(outputs, targets, config):
             ``masks`` ``(B, N, H, W)`` uint8 instance masks at the mask feature's resolution.
         config: a :class:`solo_lib.config.SOLOConfig` (num_classes, focal_alpha, focal_gamma,
             dice_eps, mask_loss_weight).
+        normalizers: None (the batch's own counts), or ``(num_pos, num_pos_cells)`` float32
+            scalars of a larger batch this one is part of (:func:`loss_normalizers`): gradient
+            accumulation computes each micro-batch's share of the whole batch's loss with them, so
+            the shares add up to the whole batch's loss (``SOLOv2.train_step``).
 
     Returns:
         A dict of float32 scalars: ``total`` = ``category`` + ``config.mask_loss_weight`` *
@@ -109,10 +113,8 @@ def solo_losses(outputs, targets, config):
         fewer than ``num_pos`` when instances share cells).
     """
     valid = tf.cast(targets["pos_valid"], tf.bool)  # (B, K)
-    num_pos = tf.reduce_sum(tf.cast(valid, tf.float32))
     category_targets = tf.cast(targets["category"], tf.int32)  # (B, M)
-    positive_cells = (category_targets >= 0) & (category_targets < config.num_classes)
-    num_pos_cells = tf.reduce_sum(tf.cast(positive_cells, tf.float32))
+    num_pos, num_pos_cells = loss_normalizers(targets, config) if normalizers is None else normalizers
 
     # L_cate: focal loss over every cell of every level, divided by the number of positive cells
     # + 1, each cell counted once however many instances share it (WXinlong/SOLO SOLOv2Head.loss:
@@ -137,3 +139,16 @@ def solo_losses(outputs, targets, config):
 
     total = category + config.mask_loss_weight * mask
     return {"total": total, "category": category, "mask": mask, "num_pos": num_pos, "num_pos_cells": num_pos_cells}
+
+
+def loss_normalizers(targets, config):
+    """The two counts :func:`solo_losses` divides by, read from the targets alone (no forward pass).
+
+    Returns:
+        ``(num_pos, num_pos_cells)`` float32 scalars: the valid (cell, instance) pairs of the
+        batch (``L_mask``'s ``N_pos``) and its positive cells (``L_cate``'s ``num_ins``).
+    """
+    num_pos = tf.reduce_sum(tf.cast(tf.cast(targets["pos_valid"], tf.bool), tf.float32))
+    category_targets = tf.cast(targets["category"], tf.int32)
+    positive_cells = (category_targets >= 0) & (category_targets < config.num_classes)
+    return num_pos, tf.reduce_sum(tf.cast(positive_cells, tf.float32))

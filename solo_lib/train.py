@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
+from solo_lib import distributed
 from solo_lib.callbacks import EpochCheckpoint, EpochCounter, EpochLog, NonFiniteLossGuard, ProgressBar
 from solo_lib.checkpoints import (RESETTABLE, check_free_space, load_checkpoint, load_pretrained, prepare_output_dir,
                                   pretrained_info, refuse_other_run, remove_checkpoints, remove_stale_temporaries,
@@ -28,6 +31,7 @@ from solo_lib.config import SOLOConfig
 from solo_lib.data import augment as aug
 from solo_lib.data import pipeline
 from solo_lib.data.coco import CocoDataset
+from solo_lib.data.tfrecord import ShardedDataset
 from solo_lib.errors import ConfigError
 from solo_lib.memory import ReleaseFreedMemory
 from solo_lib.model.solov2 import build_model, check_classes
@@ -48,6 +52,11 @@ class TrainConfig:
     Attributes:
         epochs: epochs in total (12 in the 1x schedule).
         batch_size: global batch (16 in the paper: 2 images on each of 8 GPUs).
+        accumulate_steps: gradient accumulation: each batch is computed in this many micro-batches
+            of ``batch_size / accumulate_steps`` images, one after the other, with one optimiser
+            update per batch (``SOLOv2.train_step``). Memory is that of a micro-batch and the
+            update that of the whole batch, so one small GPU can follow the paper's batch of 16
+            (e.g. ``batch_size=16, accumulate_steps=8``: 2 images at a time). 1: no accumulation.
         steps_per_epoch: batches per epoch; default one pass over the dataset.
         optimizer: ``"sgd"`` (the paper's) or ``"adam"`` (handy for overfitting quickly).
         learning_rate: base learning rate (0.01 for batch 16; scale linearly with the batch).
@@ -94,6 +103,7 @@ class TrainConfig:
 
     epochs: int = 12
     batch_size: int = 16
+    accumulate_steps: int = 1
     steps_per_epoch: int | None = None
     optimizer: str = "sgd"
     learning_rate: float = 0.01
@@ -129,9 +139,12 @@ class TrainConfig:
             object.__setattr__(self, "short_sides", tuple(self.short_sides))
             if not self.short_sides or not all(isinstance(v, int) and v >= 32 for v in self.short_sides):
                 problems.append(f"short_sides must be integers >= 32 (or None), got {self.short_sides}")
-        for name in ("epochs", "batch_size", "checkpoint_every"):
+        for name in ("epochs", "batch_size", "checkpoint_every", "accumulate_steps"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.accumulate_steps >= 1 and self.batch_size % self.accumulate_steps:
+            problems.append(f"batch_size ({self.batch_size}) must be a multiple of accumulate_steps "
+                            f"({self.accumulate_steps}): each batch is split into that many equal micro-batches")
         for name in ("steps_per_epoch", "max_instances", "max_positives"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1 (or None), got {getattr(self, name)}")
@@ -235,7 +248,8 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
     Args:
         model_config: the model to build (ignored when resuming: the checkpoint has its own).
         cfg: how to train.
-        dataset: the training images.
+        dataset: the training images: a ``CocoDataset``, or a ``ShardedDataset`` of TFRecord
+            shards (``python -m solo_lib to-tfrecord``; ``in_memory`` does not apply to it).
         callbacks: extra Keras callbacks.
         log_every: print the epoch line every this many epochs.
         progress: show one progress bar for the run (``callbacks.ProgressBar``).
@@ -257,6 +271,11 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
     would have (the same seeds, the batches already trained skipped).
     """
     steps = cfg.steps_per_epoch or pipeline.steps_per_epoch(dataset, cfg.batch_size)
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync  # the strategy train() is called in
+    if cfg.batch_size % (cfg.accumulate_steps * replicas):
+        raise ConfigError(f"batch_size {cfg.batch_size} does not split into {replicas} replica(s) x "
+                          f"accumulate_steps={cfg.accumulate_steps} equal micro-batches; use a multiple of "
+                          f"{cfg.accumulate_steps * replicas}")
     # Seeded on resume too: tf.data's shuffle order depends on the global seed as well as its own.
     keras.utils.set_random_seed(cfg.seed)
     initial_epoch = 0
@@ -279,7 +298,8 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
         if cfg.checkpoint_dir and not cfg.overwrite:
             refuse_other_run(cfg.checkpoint_dir)
     pipeline.check_short_sides(cfg.short_sides, model_config)
-    if cfg.in_memory:
+    sharded = isinstance(dataset, ShardedDataset)  # TFRecord shards: read in parallel, never held in memory
+    if cfg.in_memory and not sharded:
         pipeline.check_memory_budget(dataset, cfg.memory_budget_mb)
     if not cfg.load_previous_model:
         model = build_model(model_config, class_names=dataset.class_names)
@@ -288,15 +308,18 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
             reset = ", ".join(cfg.pretrained_reset) or "nothing"
             print(f"starting from {Path(cfg.pretrained).name}: {copied} weight tensors loaded, reset: {reset}", flush=True)
         model.compile(optimizer=make_optimizer(cfg, steps), jit_compile=cfg.jit_compile)
+    # In a multi-worker run only the chief writes into the run's folders; the other workers save
+    # their copies of each checkpoint to a temporary folder and delete it (solo_lib.distributed).
+    chief = distributed.is_chief()
     if cfg.checkpoint_dir:
-        check_free_space(cfg.checkpoint_dir, model)
+        check_free_space(cfg.checkpoint_dir if chief else tempfile.gettempdir(), model)
     # Every check that writes nothing is done: now the folders are created and test-written, and
     # only when both can be written is anything removed.
-    if cfg.checkpoint_dir:
+    if cfg.checkpoint_dir and chief:
         prepare_output_dir(cfg.checkpoint_dir, "checkpoints", "--out (checkpoint_dir)")
-    if cfg.log_dir:
+    if cfg.log_dir and chief:
         prepare_output_dir(cfg.log_dir, "TensorBoard logs", "--log-dir (log_dir)")
-    if cfg.checkpoint_dir:
+    if cfg.checkpoint_dir and chief:
         for p in remove_stale_temporaries(cfg.checkpoint_dir):
             print(f"removed {p.name}, a partial checkpoint left by a stopped run", flush=True)
         if not cfg.load_previous_model and cfg.overwrite:
@@ -304,7 +327,11 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
                 print(f"overwrite: removed {p}", flush=True)
     if cfg.load_previous_model:
         print(f"resuming from {Path(model.checkpoint_path).name}: {initial_epoch} epoch(s) done", flush=True)
-    if cfg.in_memory:
+    if sharded:
+        # Every worker reads every shard in file order and keeps its slice of each global batch
+        # (distributed.shard_by_data), so the batches are those of a single process.
+        source = dataset.source()
+    elif cfg.in_memory:
         source = pipeline.in_memory_source(dataset)  # its memory budget was checked above, before any write
     else:
         source = pipeline.streaming_source(dataset)
@@ -318,13 +345,16 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
         cbs.append(ProgressBar(steps, cfg.epochs))
     if cfg.checkpoint_dir:
         cbs.append(EpochCheckpoint(cfg.checkpoint_dir, cfg.checkpoint_every, cfg.epochs))
-    if cfg.log_dir:
+    if cfg.log_dir and chief:
         cbs.append(keras.callbacks.TensorBoard(cfg.log_dir, update_freq="epoch"))
+    # Read when fit traces the step: a resumed run may accumulate differently from the first one.
+    model.accumulate_steps = cfg.accumulate_steps
     if not model.optimizer.built:
         # The optimiser's slot variables now rather than in the first step: a tf.function that
         # creates variables when first called is traced twice (once to create them, once to run),
         # and tracing the SOLOv2 step is most of a short run's fixed cost.
         model.optimizer.build(model.trainable_variables)
+    data = distributed.prepare_fit(model, data)  # tf.data sharding; Keras fixes under MultiWorkerMirroredStrategy
     history = model.fit(data, epochs=cfg.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
                         callbacks=cbs + list(callbacks), verbose=0, shuffle=False)  # tf.data shuffles
     return model, history

@@ -347,7 +347,7 @@ def grid_explorer(dataset, config):
     from solo_lib.geometry import on_canvas
 
     samples = {}
-    most = max([len(dataset.annotations(image_id)) for image_id in dataset.image_ids] + [1])
+    most = max([dataset.num_annotations(image_id) for image_id in dataset.image_ids] + [1])
 
     def show(index=0, level=0, instance=0):
         if index not in samples:

@@ -209,6 +209,8 @@ TRAIN_CASES = [
                  id="resume-with-preset-of-another-image-scale"),
     pytest.param(["train", *FRESH, "--epochs", "0"], ["--epochs must be >= 1, got 0"], id="epochs-0"),
     pytest.param(["train", *FRESH, "--batch-size", "-2"], ["--batch-size must be >= 1, got -2"], id="batch-negative"),
+    pytest.param(["train", *FRESH, "--accumulate-steps", "3"],
+                 ["--batch-size (2) must be a multiple of --accumulate-steps (3)"], id="accumulate-not-dividing-batch"),
     pytest.param(["train", *FRESH, "--lr", "-1"], ["--lr must be >= 0 and finite, got -1.0"], id="lr-negative"),
     pytest.param(["train", *FRESH, "--steps-per-epoch", "0"], ["--steps-per-epoch must be >= 1"], id="steps-0"),
     pytest.param(["train", *FRESH, "--memory-budget-mb", "0"], ["--memory-budget-mb must be > 0"], id="budget-0"),

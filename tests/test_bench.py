@@ -6,9 +6,11 @@ machine; ``python -m bench`` reports targets met or missed).
 
 import json
 import math
+import os
 import time
 
 import numpy as np
+import pytest
 
 from bench.__main__ import format_table, main
 from bench.common import Result, Target, measure, measure_pair, peak_rss_mb, random_blobs
@@ -199,3 +201,92 @@ def test_export_benchmark_times_every_runtime_on_the_same_work():
     broken = {r.case: r for r in rows_for(data)}["tiny, TFLite float32"]
     assert broken.failed and broken.figure == "error: ValueError"
     assert broken.details["error"] == "ValueError: no XNNPACK here"
+
+
+def test_sources_benchmark_generates_converts_and_measures(tmp_path):
+    from bench import sources
+    from bench.common import run_worker
+    from solo_lib.data.coco import CocoDataset
+    from solo_lib.data.tfrecord import write_tfrecords
+
+    path = sources.make_dataset(tmp_path, 2, seed=5)
+    (tmp_path / "again").mkdir()
+    assert sources.make_dataset(tmp_path / "again", 2, seed=5).read_text() == path.read_text()  # seeded
+    coco = json.loads(path.read_text())
+    assert [(i["height"], i["width"]) for i in coco["images"]] == [(480, 640)] * 2
+    assert len(coco["annotations"]) == 2 * sources.INSTANCES
+    assert all(20 <= len(a["segmentation"][0]) // 2 <= 40 for a in coco["annotations"])
+    write_tfrecords(CocoDataset(path, tmp_path), tmp_path / "tfrecord", 2, progress=False)
+
+    # The sources alone give samples (the pipelines on top are the worker's, below).
+    for source in sources.ALONE:
+        ds, per_element = sources._build(source, tmp_path, [])
+        sample = next(iter(ds))
+        assert per_element == 1 and sample["image"].shape == (480, 640, 3) and sample["masks"].shape[0] == 7
+
+    # One real worker: pinned to one core, the paper-scale TFRecord pipeline, its reply as JSON.
+    reply = run_worker("bench.sources", ["tfrecord", "1", str(tmp_path), "--warmup", "1", "--batches", "1",
+                                         "--repeats", "1"], timeout=300)
+    assert reply["cores"] == sorted(os.sched_getaffinity(0))[:1] and reply["images_per_s"] > 0
+    assert 0 < reply["targets_s_per_image"] < reply["cpu_s_per_image"] and 0 < reply["cores_used"] <= 1.05
+
+    # The rows: scaling per source, the per-core comparisons, targets on the TFRecord pipeline only.
+    def reply_(rate):
+        return {"images_per_s": rate, "timing": {}, "cpu_s_per_image": 0.1, "cores_busy_with_other_work": 0.0,
+                "targets_s_per_image": 0.01, "targets_cores": 0.1}
+
+    results = {(s, c): reply_(rate * c) for s, rate in (("streaming", 2.0), ("in_memory", 3.0), ("tfrecord", 5.0),
+                                                        ("streaming_source", 20.0)) for c in (1, 2)}
+    results["tfrecord", 2], results["streaming", 2] = reply_(8.0), reply_(4.5)
+    results["tfrecord_source", 1], results["tfrecord_source", 2] = reply_(100.0), RuntimeError("worker died")
+    results["in_memory", 2]["cores_busy_with_other_work"] = 1.3  # another process took most of the 2 cores
+    rows = {r.case: r for r in sources.rows_for(results, 2, {"shards": 2})}
+    assert rows["tfrecord"].metrics["scaling_2_over_1"] == pytest.approx(1.6) and rows["tfrecord"].met is False
+    assert rows["streaming"].target is None and rows["in-memory"].metrics["scaling_2_over_1"] == pytest.approx(2.0)
+    assert rows["in-memory"].figure.endswith("DISTURBED: other work on 1.3 of its cores")
+    assert "DISTURBED" not in rows["tfrecord"].figure
+    assert rows["tfrecord, source alone"].failed and "worker died" in rows["tfrecord, source alone"].details["error"]
+    versus = rows["tfrecord vs streaming, per core"]
+    assert versus.metrics == pytest.approx({"ratio_1_core": 2.5, "ratio_2_cores": 8.0 / 4.5}) and versus.met is False
+    assert "sources alone: tfrecord vs streaming, per core" not in rows  # one of the two failed
+
+
+def test_synthetic_coco_file_is_coco_shaped(tmp_path):
+    from pycocotools import mask as mask_utils
+
+    from bench.annotations import COCO_IDS, write_coco_file
+
+    made = write_coco_file(tmp_path / "a.json", images=300, annotations=3000, seed=1)
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert len(data["images"]) == made["images"] == 300 and len(data["annotations"]) == made["annotations"] == 3000
+    assert sorted(c["id"] for c in data["categories"]) == COCO_IDS and len(COCO_IDS) == 80
+    ids = [a["id"] for a in data["annotations"]]
+    assert len(set(ids)) == 3000 and {a["image_id"] for a in data["annotations"]} <= {im["id"] for im in data["images"]}
+    crowd = [a for a in data["annotations"] if a["iscrowd"]]
+    assert len(crowd) == made["crowd"] and 10 <= len(crowd) <= 60  # about 1%
+    sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
+    for ann in crowd:  # compressed RLE of the image's size that pycocotools decodes to the stated area
+        rle = ann["segmentation"]
+        assert isinstance(rle["counts"], str) and rle["size"] == list(sizes[ann["image_id"]])
+        assert int(mask_utils.area(dict(rle, counts=rle["counts"].encode()))) == ann["area"]
+    coords = [v for a in data["annotations"] if not a["iscrowd"] for p in a["segmentation"] for v in p]
+    assert len(coords) == 2 * made["vertices"] and all(round(v, 2) == v for v in coords)  # two decimals
+    assert 15 < made["vertices"] / made["polygons"] < 35  # COCO-like vertex counts
+
+
+def test_quick_annotations_benchmark_measures_both_loaders(tmp_path):
+    out = tmp_path / "results.json"
+    assert main(["annotations", "--quick", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [r["case"] for r in results] == ["open time, CocoDataset vs pycocotools",
+                                            "peak RSS, CocoDataset vs pycocotools"]
+    for r in results:
+        assert r["benchmark"] == "annotations" and r["inputs"] and r["figure"]
+        assert all(math.isfinite(v) and v > 0 for v in r["metrics"].values())
+        assert r["target"]["metric"] in r["metrics"] and r["met"] in (True, False)
+    rounds = results[0]["details"]["rounds"]
+    for loader in ("solo_lib", "pycocotools"):  # each loader read the whole 1/50 file, in its own process
+        assert rounds[loader][0]["images"] == 118_287 // 50
+        assert rounds[loader][0]["peak_rss_mb"] > rounds[loader][0]["baseline_rss_mb"] > 0
+    assert results[1]["metrics"]["rss_ratio"] == (results[1]["metrics"]["solo_lib_peak_rss_mb"]
+                                                  / results[1]["metrics"]["pycocotools_peak_rss_mb"])

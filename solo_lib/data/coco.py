@@ -16,6 +16,10 @@ Crowd annotations (``iscrowd: 1``) mark regions of many objects. They are kept i
 Every record is validated when a file is opened; a record that cannot be used raises a
 :class:`~solo_lib.errors.DatasetError` naming the file, the record and what to do, and a record
 that is repaired or skipped is counted in one :class:`~solo_lib.errors.DatasetWarning`.
+
+A file the size of COCO train2017 is not turned into Python objects all at once: the annotations
+are checked in bulk and kept as their JSON text (:mod:`solo_lib.data.coco_index`), and an image's
+annotations are decoded when they are asked for.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import numpy as np
 
 # images.py and segmentation.py were split off this module; what callers imported from here
 # still imports from here (hence the names this module does not use itself).
+from solo_lib.data import coco_index
 from solo_lib.data.images import ORIENTATION_TAG, image_to_rgb8, load_rgb_image, oriented_size  # noqa: F401
 from solo_lib.data.segmentation import (  # noqa: F401
     _clean_segmentation,
@@ -230,7 +235,9 @@ class CocoDataset:
     All records are validated when the dataset is opened, so a broken file fails at once,
     naming the file and the record, rather than mid-epoch. Degenerate polygons (fewer than 3
     points or zero area) are dropped with one warning that counts them; polygon coordinates
-    outside the image are clipped, also with a counting warning.
+    outside the image are clipped, also with a counting warning. The annotations are kept as
+    the file's text and decoded per image (:mod:`solo_lib.data.coco_index`), so a COCO-sized
+    file takes about its own size in memory.
 
     Args:
         annotation_file: path of the COCO JSON file.
@@ -246,15 +253,52 @@ class CocoDataset:
     def __init__(self, annotation_file: str | os.PathLike, image_dir: str | os.PathLike, *, check_files: bool = True):
         self.annotation_file = Path(annotation_file)
         self.image_dir = Path(image_dir)
-        data = read_json(self.annotation_file)
+        try:
+            self._open(check_files, fast=True)
+        except coco_index.Unreadable:  # e.g. NaN literals: json reads them (and names what is wrong)
+            self._open(check_files, fast=False)
+        self._coco = None
+
+    def _open(self, check_files: bool, fast: bool) -> None:
+        """Reads and checks the file: its texts split by msgspec (``fast``), or all of it by ``json``."""
         src = str(self.annotation_file)
+        texts = coco_index.split_top_level(self._read_bytes()) if fast else None
+        if texts is None:
+            data = read_json(self.annotation_file)
+        else:  # every value but the annotations decoded by json, as read_json would
+            data = {key: None if key == "annotations" else coco_index.loads(text) for key, text in texts.items()}
         if not isinstance(data, dict) or "images" not in data or "categories" not in data:
             raise DatasetError(f"{src}: a COCO file needs top-level 'images' and 'categories' lists")
         self.categories = CategoryMap.from_categories(data["categories"], src)
         self._images = self._check_images(data["images"], check_files)
-        self._anns_by_image = self._check_annotations(data.get("annotations", []))
+        self._rows = {image_id: row for row, image_id in enumerate(self._images)}
+        self._all_images = self._images
+        known = set(self.categories.coco_ids)
+        if texts is not None and "annotations" in texts and memoryview(texts["annotations"])[0] == 0x5B:  # "["
+            self._store = coco_index.index_texts(coco_index.split_list(texts["annotations"]), src, self._images, known)
+        else:
+            annotations = data.get("annotations", []) if texts is None else (
+                coco_index.loads(texts["annotations"]) if "annotations" in texts else [])
+            if not isinstance(annotations, list):
+                raise DatasetError(f"{src}: 'annotations' must be a list (use [] for none), got "
+                                   f"{json.dumps(annotations) if annotations is None else type(annotations).__name__}")
+            self._store = coco_index.index_decoded(annotations, src, self._images, known)
+            data["annotations"] = None  # the store holds them
+        warned = self._store.warned
+        _warn_counted(src, "annotations had polygons with fewer than 3 points or zero area; those polygons were "
+                      "skipped", warned["degenerate"])
+        _warn_counted(src, "annotations had polygon points outside the image; they were clipped to the image",
+                      warned["clipped"])
+        _warn_counted(src, "annotations had an empty segmentation ([]); they were skipped", warned["empty"])
         self._dataset = data
-        self._coco = None
+
+    def _read_bytes(self) -> bytes:
+        """The file's bytes; a failure to read is reported by :func:`read_json`'s messages."""
+        try:
+            return self.annotation_file.read_bytes()
+        except OSError:
+            read_json(self.annotation_file)  # raises the DatasetError naming what went wrong
+            raise
 
     # -- validation -------------------------------------------------------------------------
 
@@ -265,6 +309,7 @@ class CocoDataset:
         if not images:
             raise DatasetError(f"{src}: 'images' is empty; list each image as "
                                "{'id', 'file_name', 'height', 'width'}")
+        folders: dict[str, str | None] = {}
         for index, img in enumerate(images):
             missing = [k for k in ("id", "file_name", "height", "width") if not isinstance(img, dict) or k not in img]
             if missing:
@@ -282,59 +327,25 @@ class CocoDataset:
             if not isinstance(img["file_name"], str) or not img["file_name"]:
                 raise DatasetError(f"{where}: file_name is {img['file_name']!r}; it must be the image's path "
                                    "relative to the image folder")
-            path = resolve_inside(self.image_dir, img["file_name"], source=where)
-            if check_files and not path.is_file():
+            path = self._image_path(img["file_name"], where, folders)
+            if check_files and not os.path.isfile(path):
                 raise DatasetError(f"{where}: file {path} not found")
-            by_id[image_id] = dict(img, _path=path)
+            by_id[image_id] = img
         return by_id
 
-    def _check_annotations(self, annotations: list) -> dict[int, list[dict]]:
-        src = self.annotation_file
-        if not isinstance(annotations, list):
-            raise DatasetError(f"{src}: 'annotations' must be a list (use [] for none), got "
-                               f"{json.dumps(annotations) if annotations is None else type(annotations).__name__}")
-        by_image: dict[int, list[dict]] = {image_id: [] for image_id in self._images}
-        known = set(self.categories.coco_ids)
-        first_index: dict[int, int] = {}
-        degenerate, clipped, empty = [], [], []
-        for index, ann in enumerate(annotations):
-            ann_id = ann.get("id", f"#{index}") if isinstance(ann, dict) else f"#{index}"
-            where = f"{src}: annotation id {ann_id}"
-            if not isinstance(ann, dict) or any(k not in ann for k in ("id", "image_id", "category_id", "segmentation")):
-                raise DatasetError(f"{where} needs 'id', 'image_id', 'category_id' and 'segmentation'")
-            for key in ("id", "image_id", "category_id"):
-                if not is_int(ann[key]):
-                    raise DatasetError(f"{src}: annotations[{index}] (annotation id {ann_id!r}) has {key} "
-                                       f"{ann[key]!r}; it must be an integer")
-            if ann_id in first_index:
-                raise DatasetError(f"{where} appears more than once (annotations[{first_index[ann_id]}] and "
-                                   f"annotations[{index}]); give every annotation its own id")
-            first_index[ann_id] = index
-            if ann["image_id"] not in self._images:
-                raise DatasetError(f"{where} points at image id {ann['image_id']}, which is not in 'images'")
-            if ann["category_id"] not in known:
-                raise DatasetError(f"{where} has category id {ann['category_id']}, which is not in 'categories'")
-            iscrowd = ann.get("iscrowd", 0)
-            if iscrowd not in (0, 1) or not (is_int(iscrowd) or isinstance(iscrowd, bool)):
-                raise DatasetError(f"{where}: iscrowd is {iscrowd!r}; it must be 0 (one object) or 1 (a crowd region)")
-            img = self._images[ann["image_id"]]
-            segm, n_bad, was_clipped = _clean_segmentation(ann["segmentation"], img["height"], img["width"], where)
-            if n_bad:
-                degenerate.append(ann_id)
-            if was_clipped:
-                clipped.append(ann_id)
-            if segm is None:
-                if not n_bad:
-                    empty.append(ann_id)
-                continue  # nothing left to draw
-            cleaned = dict(ann, segmentation=segm)
-            if "iscrowd" in ann:
-                cleaned["iscrowd"] = int(iscrowd)
-            by_image[ann["image_id"]].append(cleaned)
-        _warn_counted(src, "annotations had polygons with fewer than 3 points or zero area; those polygons were skipped", degenerate)
-        _warn_counted(src, "annotations had polygon points outside the image; they were clipped to the image", clipped)
-        _warn_counted(src, "annotations had an empty segmentation ([]); they were skipped", empty)
-        return by_image
+    def _image_path(self, file_name: str, where: str, folders: dict) -> str:
+        """``resolve_inside(image_dir, file_name)``, resolving each folder once: for a name that is
+        not a symbolic link, the resolved path is the resolved folder joined with the name."""
+        rel = file_name.replace("\\", "/")
+        folder, _, name = rel.rpartition("/")
+        if folder not in folders and not rel.startswith("/"):
+            real = (self.image_dir / folder).resolve()
+            folders[folder] = str(real) if real.is_relative_to(self.image_dir.resolve()) else None
+        real = folders.get(folder)
+        if real is None or rel.startswith("/") or name in ("", ".", ".."):
+            return str(resolve_inside(self.image_dir, file_name, source=where))
+        path = os.path.join(real, name)
+        return str(resolve_inside(self.image_dir, file_name, source=where)) if os.path.islink(path) else path
 
     # -- access -----------------------------------------------------------------------------
 
@@ -368,10 +379,8 @@ class CocoDataset:
         view = object.__new__(CocoDataset)
         view.__dict__.update(self.__dict__)
         view._images = {i: self._images[i] for i in image_ids}
-        view._anns_by_image = {i: self._anns_by_image[i] for i in image_ids}
         keep = set(image_ids)
-        view._dataset = dict(self._dataset, images=[im for im in self._dataset["images"] if im["id"] in keep],
-                             annotations=[a for a in self._dataset.get("annotations", []) if a["image_id"] in keep])
+        view._dataset = dict(self._dataset, images=[im for im in self._dataset["images"] if im["id"] in keep])
         view._coco = None
         return view
 
@@ -380,18 +389,29 @@ class CocoDataset:
         return {k: v for k, v in self._images[image_id].items() if k != "_path"}
 
     def annotations(self, image_id: int) -> list[dict]:
-        """The image's annotations, with degenerate polygons removed and points clipped."""
-        return list(self._anns_by_image[image_id])
+        """The image's annotations, with degenerate polygons removed and points clipped (decoded
+        from the file's text on each call: new dicts every time)."""
+        return [self._store.cleaned(j, self.annotation_file, self._all_images) for j in self._indices(image_id)]
+
+    def num_annotations(self, image_id: int) -> int:
+        """``len(self.annotations(image_id))``, without decoding them."""
+        return len(self._indices(image_id))
+
+    def _indices(self, image_id: int):
+        if image_id not in self._images:
+            raise KeyError(image_id)
+        return self._store.indices(self._rows[image_id])
 
     def load_image(self, image_id: int) -> np.ndarray:
         """``(H, W, 3)`` uint8 RGB. Raises DatasetError when the file is missing or its size
         differs from the ``height``/``width`` of its record."""
         info = self._images[image_id]
-        image = load_rgb_image(info["_path"], what=f"image id {image_id}")
+        path = resolve_inside(self.image_dir, info["file_name"], source=f"{self.annotation_file}: image id {image_id}")
+        image = load_rgb_image(path, what=f"image id {image_id}")
         if image.shape[:2] != (info["height"], info["width"]):
             hint = ("; after its EXIF orientation: COCO height/width must be those of the image as displayed"
                     if image.shape[:2] == (info["width"], info["height"]) else "")
-            raise DatasetError(f"{info['_path']}: image id {image_id} is {image.shape[1]}x{image.shape[0]} (WxH)"
+            raise DatasetError(f"{path}: image id {image_id} is {image.shape[1]}x{image.shape[0]} (WxH)"
                                f"{hint} but {self.annotation_file} says {info['width']}x{info['height']}; "
                                "fix the record or the file")
         return image
@@ -399,7 +419,7 @@ class CocoDataset:
     def sample(self, image_id: int) -> Sample:
         """Decodes one image with all its instances (see :class:`Sample`)."""
         info = self._images[image_id]
-        anns = self._anns_by_image[image_id]
+        anns = self.annotations(image_id)
         h, w = info["height"], info["width"]
         masks = np.zeros((len(anns), h, w), np.uint8)
         for k, ann in enumerate(anns):
@@ -425,7 +445,7 @@ class CocoDataset:
             coco = COCO()
             # The cleaned annotations (degenerate polygons dropped, points clipped), so COCOeval's
             # ground truth is exactly what Sample.masks shows.
-            cleaned = [ann for anns in self._anns_by_image.values() for ann in anns]
+            cleaned = [ann for image_id in self._images for ann in self.annotations(image_id)]
             coco.dataset = dict(self._dataset, annotations=cleaned)
             with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
                 coco.createIndex()

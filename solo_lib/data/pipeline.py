@@ -52,7 +52,7 @@ def decoded_bytes(dataset: CocoDataset) -> int:
     for image_id in dataset.image_ids:
         info = dataset.image_info(image_id)
         pixels = int(info["height"]) * int(info["width"])
-        total += pixels * (3 + len(dataset.annotations(image_id)))
+        total += pixels * (3 + dataset.num_annotations(image_id))
     return total
 
 

@@ -21,7 +21,7 @@ from keras import ops
 
 from solo_lib.config import SOLOConfig
 from solo_lib.errors import CheckpointError, ConfigError
-from solo_lib.losses import solo_losses
+from solo_lib.losses import loss_normalizers, solo_losses
 from solo_lib.memory import one_update_at_a_time
 from solo_lib.model.backbone import Backbone
 from solo_lib.model.fpn import FPN, resize_like
@@ -107,6 +107,10 @@ class SOLOv2(keras.Model):
         self.epochs_done = self.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False,
                                            name="epochs_done")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "category_loss", "mask_loss")}
+        # Gradient accumulation: each batch is split into this many micro-batches, run one after
+        # the other (see train_step). Set by solo_lib.train from TrainConfig.accumulate_steps
+        # before the training function is traced; not saved with the model.
+        self.accumulate_steps = 1
 
     @property
     def parts(self) -> tuple[keras.layers.Layer, ...]:
@@ -130,12 +134,24 @@ class SOLOv2(keras.Model):
         Under a ``tf.distribute`` strategy this runs once per replica on its share of the batch;
         dividing the loss by the number of replicas makes the all-reduced (summed) gradients those
         of the global batch mean.
+
+        With ``accumulate_steps = k > 1`` the (replica's) batch of B images is split into k
+        micro-batches of B / k, run one after the other in a ``tf.while_loop``, so activations
+        are held for one micro-batch at a time; their gradients are summed and applied once. The
+        loss's normalisers (positive pairs and cells) are counted on the whole batch first
+        (``losses.loss_normalizers``, from the targets alone), so the micro-batches' losses add up
+        to the whole batch's loss, and the update equals one step on the whole batch wherever
+        the network treats images independently (GroupNorm, or BatchNorm frozen as the paper
+        preset's ``norm_eval``; BatchNorm in training mode would see B / k images per batch).
         """
         images, targets = data
-        with tf.GradientTape() as tape:
-            losses = solo_losses(self(images, training=True), targets, self.config)
-            scaled = losses["total"] / tf.distribute.get_strategy().num_replicas_in_sync
-        grads = tape.gradient(scaled, self.trainable_variables)
+        if self.accumulate_steps > 1:
+            losses, grads = self._accumulated_gradients(images, targets, self.accumulate_steps)
+        else:
+            with tf.GradientTape() as tape:
+                losses = solo_losses(self(images, training=True), targets, self.config)
+                scaled = losses["total"] / tf.distribute.get_strategy().num_replicas_in_sync
+            grads = tape.gradient(scaled, self.trainable_variables)
         if self.config.remat:
             # Less memory, same values (solo_lib.memory): the update starts once every gradient
             # exists, and updates one weight at a time.
@@ -147,6 +163,52 @@ class SOLOv2(keras.Model):
         for name, key in (("loss", "total"), ("category_loss", "category"), ("mask_loss", "mask")):
             self.trackers[name].update_state(losses[key])
         return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def _accumulated_gradients(self, images, targets, steps: int):
+        """The loss and gradients of a batch computed in ``steps`` micro-batches (see train_step).
+
+        Returns:
+            ``(losses, grads)``: ``losses`` with ``total``, ``category`` and ``mask`` of the
+            whole batch, ``grads`` one per trainable variable (None where the loss does not
+            reach it, as in one pass).
+        """
+        batch = images.shape[0]
+        if batch is None or batch % steps:
+            raise ConfigError(f"gradient accumulation splits each batch into accumulate_steps={steps} micro-batches, "
+                              f"but a replica's batch has {batch} images; use a batch size that is a multiple of "
+                              f"accumulate_steps times the number of replicas (and drop_remainder batches)")
+        micro = batch // steps
+        normalizers = loss_normalizers(targets, self.config)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        variables = self.trainable_variables
+
+        def split(x):  # (B, ...) -> (steps, B / steps, ...), static sizes kept where known
+            dims = [x.shape[d] if x.shape[d] is not None else tf.shape(x)[d] for d in range(1, len(x.shape))]
+            return tf.reshape(x, [steps, micro, *dims])
+
+        micro_images = split(images)
+        micro_targets = {key: split(value) for key, value in targets.items()}
+
+        def body(i, grad_sums, loss_sums):
+            part = {key: value[i] for key, value in micro_targets.items()}
+            with tf.GradientTape() as tape:
+                losses = solo_losses(self(micro_images[i], training=True), part, self.config, normalizers)
+                scaled = losses["total"] / replicas
+            grads = tape.gradient(scaled, variables)
+            unreached[:] = [g is None for g in grads]  # known when the body is traced
+            grad_sums = [s if g is None else s + g for s, g in zip(grad_sums, grads)]
+            loss_sums = [s + losses[key] for s, key in zip(loss_sums, ("total", "category", "mask"))]
+            return i + 1, grad_sums, loss_sums
+
+        unreached = []
+        zeros = [tf.zeros_like(v) for v in variables]
+        # parallel_iterations=1: one micro-batch's activations at a time, the point of accumulating.
+        _, grads, loss_sums = tf.while_loop(
+            lambda i, *_: i < steps, body, (tf.constant(0), zeros, [tf.constant(0.0)] * 3), parallel_iterations=1)
+        # None where the loss does not reach a variable, as tape.gradient gives in one pass, so the
+        # optimiser skips it (no weight decay or momentum step on it) exactly as without accumulating.
+        grads = [None if none else g for g, none in zip(grads, unreached)]
+        return dict(zip(("total", "category", "mask"), loss_sums)), grads
 
     def get_config(self):
         names = None if self.class_names is None else list(self.class_names)
