@@ -335,18 +335,28 @@ def compare_instances(reference: dict, other: dict) -> dict:
     Each reference instance, highest score first, is paired with the unpaired instance of the
     same label whose mask overlaps it most.
 
+    Two runtimes may disagree on an instance that scores next to a threshold: its score moves by
+    the runtime's rounding (about 1e-5 in float32, 1e-3 with float16 weights, whose file also
+    stores the thresholds as float16: ``update_thr`` 0.05 becomes 0.0499878), so one keeps it and
+    the other drops it. ``unpaired_max_score`` shows that case: an instance left unpaired on
+    either side can only be such a one when its score is within the score noise of
+    ``max(score_thr, update_thr)`` (a final score is the category score times maskness times the
+    Matrix NMS decay, so it never exceeds the category score that passed ``score_thr``).
+
     Returns:
         dict: ``count`` (reference, other), ``paired`` (pairs found), ``min_iou`` (the smallest
         mask IoU of a pair; 1.0 with no instance), ``max_score_diff`` (largest |score difference|
-        of a pair; 0.0 with none).
+        of a pair; 0.0 with none), ``unpaired_max_score`` (the highest score of an instance left
+        unpaired on either side; 0.0 with none).
     """
     ref_masks, oth_masks = (np.asarray(r["masks"]).astype(bool).reshape(len(r["scores"]), -1 if len(r["scores"]) else 0)
                             for r in (reference, other))
     free = list(range(len(oth_masks)))
-    ious, diffs = [], []
+    ious, diffs, unpaired = [], [], []
     for i in np.argsort(-np.asarray(reference["scores"]), kind="stable"):
         same = [j for j in free if other["labels"][j] == reference["labels"][i]]
         if not same:
+            unpaired.append(float(reference["scores"][i]))
             continue
         inter = (oth_masks[same] & ref_masks[i]).sum(1)
         union = (oth_masks[same] | ref_masks[i]).sum(1)
@@ -356,5 +366,7 @@ def compare_instances(reference: dict, other: dict) -> dict:
         free.remove(j)
         ious.append(float(iou[best]))
         diffs.append(abs(float(reference["scores"][i]) - float(other["scores"][j])))
+    unpaired += [float(other["scores"][j]) for j in free]
     return {"count": (len(ref_masks), len(oth_masks)), "paired": len(ious),
-            "min_iou": min(ious, default=1.0), "max_score_diff": max(diffs, default=0.0)}
+            "min_iou": min(ious, default=1.0), "max_score_diff": max(diffs, default=0.0),
+            "unpaired_max_score": max(unpaired, default=0.0)}

@@ -113,14 +113,20 @@ def paper_references(paper, images):
     return [predict(model, image, config) for image in images]
 
 
-def assert_same_instances(reference, got, fmt, where):
+def assert_same_instances(reference, got, fmt, where, config):
+    """The same instances, within ``TOLERANCE[fmt]``. One exception: an instance whose score lies
+    within the format's score noise of a threshold may be kept by one runtime and not the other
+    (the float16 file even stores the thresholds as float16: ``update_thr`` 0.05 became 0.0499878
+    and kept an instance scoring 0.0499879). ``compare_instances`` says why such an instance scores
+    at most ``max(score_thr, update_thr)`` plus that noise; any other unpaired instance fails."""
     min_iou, max_diff = TOLERANCE[fmt]
     cmp = compare_instances(reference, got)
     n_ref, n_got = cmp["count"]
-    assert n_ref == n_got == cmp["paired"], f"{fmt}, {where}: {cmp}"
+    if not n_ref == n_got == cmp["paired"]:
+        assert cmp["unpaired_max_score"] <= max(config.score_thr, config.update_thr) + max_diff, f"{fmt}, {where}: {cmp}"
     assert cmp["min_iou"] >= min_iou and cmp["max_score_diff"] <= max_diff, f"{fmt}, {where}: {cmp}"
     assert got["masks"].shape[1:] == reference["masks"].shape[1:] and got["masks"].dtype == np.uint8
-    np.testing.assert_array_equal(np.sort(got["labels"]), np.sort(reference["labels"]))
+    # Labels: compare_instances pairs only instances of the same label, so paired ones agree.
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -133,7 +139,7 @@ def test_sample_model_export_runs_alone_and_matches_predict(sample, images, fmt)
     for k, (image, got) in enumerate(zip(images, results)):
         reference = predict(model, image)
         assert got["masks"].shape[1:] == image.shape[:2]
-        assert_same_instances(reference, got, fmt, f"image {k} {image.shape}")
+        assert_same_instances(reference, got, fmt, f"image {k} {image.shape}", model.config)
         counts.append(len(reference["scores"]))
     assert min(counts[:3]) >= 1 and sum(counts) >= 10 and counts[3] == 0, counts  # instances to compare, and none
 
@@ -145,7 +151,7 @@ def test_paper_preset_export_runs_alone_and_matches_predict(paper, paper_referen
     assert loaded == RUNTIME[fmt]
     counts = []
     for k, (image, reference, got) in enumerate(zip(images, paper_references, results)):
-        assert_same_instances(reference, got, fmt, f"image {k} {image.shape}")
+        assert_same_instances(reference, got, fmt, f"image {k} {image.shape}", paper[1])
         counts.append(len(reference["scores"]))
     assert sum(counts) >= 3 and 0 in counts, counts
 
@@ -213,7 +219,7 @@ def test_cli_export_then_run_model_alone(sample, checkpoint, tmp_path, capsys):
     want = predict(model, image)
     assert done.stdout.strip().splitlines()[-1] == f"{len(want['scores'])} instances"
     with np.load(tmp_path / "result.npz") as got:
-        assert_same_instances(want, dict(got), "tflite", "run_model.py")
+        assert_same_instances(want, dict(got), "tflite", "run_model.py", model.config)
 
     # A second export into the same folder stops before writing anything, unless --overwrite.
     before = (out / "model.tflite").stat().st_mtime_ns
@@ -265,3 +271,21 @@ def test_run_model_reads_pictures_as_training_does(tmp_path):
     assert read_image(tmp_path / "phone.jpg").shape == (50, 30, 3)
     assert read_image(tmp_path / "deep.png").max() > 200  # scaled, not saturated to white
     assert read_image(tmp_path / "deep.png").min() < 50
+
+
+def test_compare_instances_pairs_by_label_and_overlap_and_reports_the_unpaired():
+    masks = np.zeros((3, 8, 8), np.uint8)
+    masks[0, :4, :4] = masks[1, 4:, 4:] = masks[2, :4, 4:] = 1
+    reference = {"masks": masks[:2], "labels": np.array([1, 2]), "scores": np.array([0.9, 0.5], np.float32)}
+    moved = masks.copy()
+    moved[0, 0, :] = 0  # 4 of 16 pixels gone: IoU 12/16
+    other = {"masks": moved[[1, 0, 2]], "labels": np.array([2, 1, 1]), "scores": np.array([0.52, 0.9, 0.07], np.float32)}
+    cmp = compare_instances(reference, other)
+    assert cmp["count"] == (2, 3) and cmp["paired"] == 2
+    assert cmp["min_iou"] == 0.75 and abs(cmp["max_score_diff"] - 0.02) < 1e-6
+    assert abs(cmp["unpaired_max_score"] - 0.07) < 1e-6  # the third one, alone
+    swapped = compare_instances(other, reference)  # the reference's extra instance counts too
+    assert swapped["count"] == (3, 2) and swapped["paired"] == 2 and abs(swapped["unpaired_max_score"] - 0.07) < 1e-6
+    empty = {"masks": np.zeros((0, 8, 8), np.uint8), "labels": np.zeros(0, np.int32), "scores": np.zeros(0, np.float32)}
+    assert compare_instances(empty, empty) == {"count": (0, 0), "paired": 0, "min_iou": 1.0, "max_score_diff": 0.0,
+                                               "unpaired_max_score": 0.0}
