@@ -52,9 +52,10 @@ $(STAMP): requirements.txt pyproject.toml
 lab: venv
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
-# -rs: a skipped test says why in the summary (e.g. the browser tests without Chromium).
+# -rs: a skipped test says why in the summary (e.g. the browser tests without Chromium);
+# --durations=30: the slowest tests, to keep the CI budget in view.
 test: venv
-	$(NB_ENV) $(BIN)/python -m pytest -rs tests notebooks $(NBVAL_FLAGS)
+	$(NB_ENV) $(BIN)/python -m pytest -rs --durations=30 tests notebooks $(NBVAL_FLAGS)
 
 demo: venv
 	MPLBACKEND=Agg $(BIN)/python -m solo_lib demo --out outputs

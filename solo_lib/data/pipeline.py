@@ -207,7 +207,8 @@ def training_dataset(source: tf.data.Dataset, config: SOLOConfig, *, batch_size:
         canvas = fixed or canvas_size_tensor(tf.shape(sample["image"])[:2], image_scale)
         sample = aug.resize_to_scale(sample, training_scale(config, short_sides, scale_seed))
         sample = aug.augment(sample, augment_seed, augment)
-        sample = aug.random_crop(sample, canvas, crop_seed)  # a no-op unless augmentation enlarged it
+        if augment.scale_range[1] > 1.0:  # only an enlarged image can overflow its canvas
+            sample = aug.random_crop(sample, canvas, crop_seed)
         return to_training_example(sample, config, canvas)
 
     def orientation(index, sample):
