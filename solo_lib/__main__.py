@@ -84,6 +84,21 @@ def _dataset(annotations, images, split):
     return CocoDataset(annotations, images)
 
 
+def _training_data(args: argparse.Namespace):
+    """The training set: the TFRecord shards of ``--tfrecords``, or the annotation file and images."""
+    if args.tfrecords is None:
+        return _dataset(args.annotations, args.images, "train")
+    if args.annotations is not None or args.images is not None:
+        raise ConfigError(f"--tfrecords {args.tfrecords} replaces --annotations and --images (the shards hold the "
+                          "images and their instances): give one or the other")
+    if args.stream:
+        raise ConfigError("--stream reads an annotation file's images from disk; TFRecord shards are always read "
+                          "as training needs them: leave out --stream")
+    from solo_lib.data.tfrecord import ShardedDataset
+
+    return ShardedDataset(args.tfrecords)
+
+
 def _writable_file(path: str, option: str, what: str) -> None:
     """Fails now, before any work, if ``path`` cannot be written (a missing or read-only folder)."""
     folder = Path(path).resolve().parent
@@ -127,7 +142,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume and model_options and args.preset is None:
         raise ConfigError("--image-scale and --backbone-weights describe the model of a fresh run; a resumed run keeps "
                           "its checkpoint's: leave them out with --resume")
-    dataset = _dataset(args.annotations, args.images, "train")
+    dataset = _training_data(args)
     model_config = None  # resuming: the checkpoint's, unless --preset says otherwise (then train checks they agree)
     try:
         if args.preset is not None or not args.resume:
@@ -313,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "Checkpoints record the dataset's class names; resuming checks them against the dataset's.")
     train.add_argument("--annotations", help="COCO instances JSON (default: the sample training set)")
     train.add_argument("--images", help="folder the annotation file names are relative to")
+    train.add_argument("--tfrecords", metavar="DIR",
+                       help="train from the TFRecord shards that to-tfrecord wrote into DIR (read and decoded in "
+                            "parallel, never held in memory) instead of --annotations and --images")
     train.add_argument("--preset", choices=("tiny", "paper_r50"), default=None,
                        help="model size (default: tiny; when resuming: the checkpoint's, and a different "
                             "--preset is an error)")

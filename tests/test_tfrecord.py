@@ -214,7 +214,7 @@ def test_bad_shard_counts(tmp_path, shards):
 
 
 def test_metadata_errors(tmp_path):
-    with pytest.raises(DatasetError, match="dataset.json: TFRecord metadata file not found"):
+    with pytest.raises(DatasetError, match="dataset.json: not found; .* holds no dataset written by to-tfrecord: write one with"):
         ShardedDataset(tmp_path)
     (tmp_path / "dataset.json").write_text(json.dumps({"format_version": 99}))
     with pytest.raises(DatasetError, match="format version 99.*convert the dataset again"):
@@ -230,6 +230,20 @@ def test_cli_writes_and_fails_in_one_line(tmp_path, capsys):
     assert cli.main([*args, "--out", str(tmp_path / "ok"), "--shards", "2"]) == 0
     assert "12 images in 2 shards (2 written now, 0 already complete" in capsys.readouterr().out
     assert len(ShardedDataset(tmp_path / "ok")) == 12
+
+    # train --tfrecords trains from them; it replaces --annotations/--images and --stream.
+    run = ["train", "--tfrecords", str(tmp_path / "ok"), "--epochs", "1", "--steps-per-epoch", "1",
+           "--batch-size", "2", "--image-scale", "64", "64", "--warmup-steps", "0"]
+    assert cli.main([*run, "--out", str(tmp_path / "run")]) == 0
+    assert "trained 1 epoch(s)" in capsys.readouterr().out and (tmp_path / "run" / "epoch_0001.keras").is_file()
+    for extra, says in ((["--annotations", str(dataset.annotation_file)], "replaces --annotations and --images"),
+                        (["--stream"], "leave out --stream")):
+        assert cli.main([*run, *extra, "--out", str(tmp_path / "refused")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err and not (tmp_path / "refused").exists()
+    assert cli.main(["train", "--tfrecords", str(tmp_path / "nowhere"), "--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "dataset.json" in err and not (tmp_path / "refused").exists()
 
     assert cli.main([*args, "--out", str(tmp_path / "bad"), "--shards", "0"]) == 2
     err = capsys.readouterr().err

@@ -153,6 +153,9 @@ class ShardedDataset:
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         self.annotation_file = self.folder / METADATA
+        if not self.annotation_file.is_file():
+            raise DatasetError(f"{self.annotation_file}: not found; {self.folder} holds no dataset written by "
+                               f"to-tfrecord: write one with python -m solo_lib to-tfrecord --out {self.folder} ...")
         meta = read_json(self.annotation_file, "TFRecord metadata file")
         if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
             found = meta.get("format_version") if isinstance(meta, dict) else None
