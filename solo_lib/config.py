@@ -82,9 +82,8 @@ class SOLOConfig:
             outputs of the backbone's stages, the pyramid, the head's level maps and the mask
             branch's levels for the backward pass and recompute the rest there, one piece at a
             time, and update the weights one at a time (``solo_lib.memory``). Same losses,
-            gradients and BatchNorm statistics; less peak memory (the paper preset's step at
-            480x480, batch 2: about 2.0 GB instead of 3.4 GB), about one more forward pass of
-            compute (+38% FLOPs, about +30% step time). Off by default; it changes no weight, so
+            gradients and BatchNorm statistics; less peak memory for about one more forward pass
+            of compute (the README's Performance section measures both). Off by default; it changes no weight, so
             a model trained with it loads and predicts like any other.
     """
 

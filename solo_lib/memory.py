@@ -17,9 +17,9 @@ and builds its executor: hundreds of megabytes of short-lived C++ objects (graph
 protobufs) allocated with ``malloc``. Once freed, glibc's allocator keeps most of that memory:
 it only returns the free space at the very top of its heap to the operating system (see
 ``mallopt(3)``, ``M_TRIM_THRESHOLD``), and the space freed in the middle of the heap stays part of
-the process's resident memory although nothing uses it. On the paper preset that is 150-200 MB
-of a training process's 2 GB (measured with ``bench/train_step.py``; ``/proc/self/smaps``, the
-``[heap]`` mapping). ``malloc_trim(0)`` (``malloc_trim(3)``) hands those free pages back.
+the process's resident memory although nothing uses it (``/proc/self/smaps``, the ``[heap]``
+mapping; the README's Performance section gives the amount). ``malloc_trim(0)``
+(``malloc_trim(3)``) hands those free pages back.
 
 Training tensors do not come from this heap: TensorFlow's CPU allocator (a BFC pool when oneDNN is
 on) keeps its own memory and reuses it step after step, so there is nothing to trim after later

@@ -339,7 +339,7 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
                                      augment=cfg.augment, seed=cfg.seed, start_step=initial_epoch * steps,
                                      max_instances=cfg.max_instances, max_positives=cfg.max_positives,
                                      short_sides=cfg.short_sides)
-    # ReleaseFreedMemory: the graph building of the first step leaves 150-200 MB of freed heap resident.
+    # ReleaseFreedMemory: the graph building of the first step leaves freed heap resident (solo_lib.memory).
     cbs = [NonFiniteLossGuard(), EpochCounter(), EpochLog(cfg.epochs, log_every), ReleaseFreedMemory()]
     if progress:
         cbs.append(ProgressBar(steps, cfg.epochs))

@@ -38,8 +38,8 @@ RESNET50_TAPS = ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "co
 # a stage as a chain of smaller pieces (the blocks of conv2, conv3 and conv4 in halves, conv5
 # whole), keeping their outputs only during that stage's replay. The step's peak is what stays
 # alive through the whole backward pass (stage outputs, weight gradients) plus the largest single
-# replay. Measured on the paper preset at 480x480 (TF allocator, bytes in use, five steps): the
-# same small pieces in one level peaked at 924-985 MB, in two levels at 874-892 MB.
+# replay. On the paper preset two levels peak lower than the same small pieces in one level
+# (README, Performance).
 RESNET50_SEGMENTS = (("pool1_pool",), ("conv2_block1_out", "conv2_block2_out", "conv2_block3_out"),
                      ("conv3_block2_out", "conv3_block4_out"), ("conv4_block3_out", "conv4_block6_out"),
                      ("conv5_block3_out",))

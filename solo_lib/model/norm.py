@@ -1,4 +1,4 @@
-"""GroupNorm with a closed-form gradient: Keras' layer, about 3x faster per training step on a CPU.
+"""GroupNorm with a closed-form gradient: Keras' layer, with a faster training step on a CPU.
 
 ``keras.layers.GroupNormalization`` reshapes ``(B, H, W, C)`` to ``(B, H, W, G, C/G)``, takes the
 moments over axes (1, 2, 4) and lets autodiff differentiate that graph. On a CPU without XLA this
@@ -21,12 +21,10 @@ and ``axis=-1``:
   (b, c). It needs two per-channel sums, ``sum(dy)`` and ``sum(dy * x)``, which also give
   ``dgamma`` and ``dbeta``.
 
-Measured (forward + backward, GroupNorm then ReLU, 2-core CPU, Keras -> this): ``(4, 128, 128, 32)``
-with 16 groups 19.8 -> 7.9 ms, ``(4, 24, 24, 64)`` 1.7 -> 1.3 ms, ``(2, 120, 120, 128)`` with 32
-groups 38 -> 17 ms, ``(2, 40, 40, 512)`` 10.5 -> 8.5 ms. Wrapping
-either version in XLA (``jit_compile``) was slower than this one. In the tiny preset's training step
-(``python -m bench train_step``, both versions in turn) the step went from 0.22-0.24 s to 0.16-0.17 s;
-the paper step, mostly convolutions, did not change. ``tests/test_norm.py`` checks outputs and all
+It is faster than Keras' computation on each feature-map shape measured (sizes of both presets), and than
+either version compiled with XLA (``jit_compile``); the tiny preset's training step, where GroupNorm
+is a large share of the time, is about a third shorter, the paper step (mostly convolutions) no
+faster (the README's Performance section has the figures). ``tests/test_norm.py`` checks outputs and all
 three gradients against ``keras.layers.GroupNormalization``. Other backends, other ranks or axes,
 half-precision inputs, and models built with ``remat=True`` (see ``closed_form_gradient``) use the
 parent's ``call``.
@@ -57,8 +55,8 @@ class GroupNormalization(keras.layers.GroupNormalization):
             configs: it builds its layers, and so this default, from its ``SOLOConfig``).
         closed_form_gradient: compute as described in the module docstring; False uses Keras'
             computation. The model turns it off with ``remat=True``: in the gradient-checkpointed
-            paper step it raised peak memory by about 60 MB (1955 -> 2021 MB, two runs of each,
-            first call 2016 -> 2166 MB) for no gain in speed, that step being 80 % convolutions.
+            paper step it raised the peak memory (README, Performance) for no gain in speed, that
+            step being mostly convolutions.
         **kwargs: ``keras.layers.GroupNormalization``'s other arguments.
     """
 
