@@ -52,9 +52,11 @@ $(STAMP): requirements.txt pyproject.toml
 lab: venv
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
+# ruff check: lint first (rules in pyproject.toml), so a style slip fails in seconds, not after the tests.
 # -rs: a skipped test says why in the summary (e.g. the browser tests without Chromium);
 # --durations=30: the slowest tests, to keep the CI budget in view.
 test: venv
+	$(BIN)/ruff check .
 	$(NB_ENV) $(BIN)/python -m pytest -rs --durations=30 tests notebooks $(NBVAL_FLAGS)
 
 demo: venv

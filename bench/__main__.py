@@ -99,7 +99,8 @@ def write_json(path: Path, machine: dict, args, results: list[Result], started: 
 
 def main(argv=None) -> int:
     listing = "benchmarks:\n" + "\n".join(f"  {name:<11} {what}" for name, what in BENCHMARKS.items())
-    parser = argparse.ArgumentParser(prog="python -m bench", description="Run the benchmarks, print a table, write JSON.",
+    parser = argparse.ArgumentParser(prog="python -m bench",
+                                     description="Run the benchmarks, print a table, write JSON.",
                                      epilog=listing, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller subsets (not for figures)")

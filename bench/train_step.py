@@ -1,7 +1,8 @@
 """Benchmark 3: the training step: seconds per step, images per second, peak resident memory.
 
-Each set-up (``bench/setups.py``: ``paper``, ``paper_remat``, ``paper_accumulate``, ``paper_xla``, ``tiny``) runs in its own worker
-subprocess (``python -m bench.train_step --worker SETUP``), so its memory is its own. The worker:
+Each set-up (``bench/setups.py``: ``paper``, ``paper_remat``, ``paper_accumulate``, ``paper_xla``,
+``tiny``) runs in its own worker subprocess (``python -m bench.train_step --worker SETUP``), so
+its memory is its own. The worker:
 
 1. builds the set-up's pipeline exactly as ``solo_lib.train.train`` does and takes its first batch
    (then drops the iterator, so no input thread keeps running while steps are timed);

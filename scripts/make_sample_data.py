@@ -101,7 +101,8 @@ VAL_SPECS = (
     SceneSpec("val_005", 256, 192, 205, 0),  # no objects at all: the pipeline must cope
 )
 
-IMAGE_SIZES = ((256, 256), (256, 192), (192, 256), (240, 176), (224, 224), (176, 240), (256, 160), (192, 192), (240, 240))
+IMAGE_SIZES = ((256, 256), (256, 192), (192, 256), (240, 176), (224, 224), (176, 240), (256, 160), (192, 192),
+               (240, 240))
 # Scenes of the pretraining set (scripts/pretrain_shapes.py): kinds of image, drawn with equal odds,
 # as (fewest, most objects + 1, smallest, largest size in px): a few large objects, a handful of
 # medium ones, a crowd of small ones, several small ones.
@@ -436,7 +437,8 @@ def write_split(specs, folder: Path, coco_file: Path) -> None:
     for spec in specs:
         write_image(spec, folder)
     labels_txt = folder.parent / "labels.txt"
-    labels_txt.write_text("\n".join(("__ignore__", "_background_") + CLASSES) + "\n", encoding="utf-8")  # LabelMe's format
+    # LabelMe's format
+    labels_txt.write_text("\n".join(("__ignore__", "_background_") + CLASSES) + "\n", encoding="utf-8")
     coco_file.parent.mkdir(parents=True, exist_ok=True)
     write_coco_json(convert_labelme_dir(folder, labels_file=labels_txt), coco_file)
 

@@ -146,10 +146,12 @@ class MaskAPCurve(keras.callbacks.Callback):
         # No evaluation bar: it would interleave with the training bar and the log.
         result, _ = evaluate_model(self.model, self.dataset, self.model.config, predict, progress=False)
         point = {"epoch": done, "steps": done * self.params["steps"], "train_seconds": round(self.seconds, 1),
-                 "loss": round(float(logs["loss"]), 4), "mask_ap": round(result.ap, 4), "mask_ap50": round(result.ap50, 4)}
+                 "loss": round(float(logs["loss"]), 4), "mask_ap": round(result.ap, 4),
+                 "mask_ap50": round(result.ap50, 4)}
         self.points.append(point)
         if self.verbose:
-            print(f"epoch {done:4d} ({point['steps']} steps): mask AP50 {result.ap50:.3f}, AP {result.ap:.3f}", flush=True)
+            print(f"epoch {done:4d} ({point['steps']} steps): mask AP50 {result.ap50:.3f}, AP {result.ap:.3f}",
+                  flush=True)
         if self.stop_at is not None and result.ap50 >= self.stop_at:
             self.reached = point
             self.model.stop_training = True

@@ -156,15 +156,19 @@ class SOLOConfig:
         if not 0 < self.prior_prob < 1 or not 0 < self.pos_scale <= 1:
             problems.append("prior_prob must be in (0, 1) and pos_scale in (0, 1]")
         if self.mask_stride != 4:
-            problems.append(f"mask_stride must be 4 (the mask feature branch outputs at P2's stride), got {self.mask_stride}")
+            problems.append("mask_stride must be 4 (the mask feature branch outputs at P2's stride), "
+                            f"got {self.mask_stride}")
         # Losses.
         if not 0 <= self.focal_alpha <= 1 or self.focal_gamma < 0:
-            problems.append(f"focal_alpha must be in [0, 1] and focal_gamma >= 0, got {self.focal_alpha} and {self.focal_gamma}")
+            problems.append("focal_alpha must be in [0, 1] and focal_gamma >= 0, "
+                            f"got {self.focal_alpha} and {self.focal_gamma}")
         if self.mask_loss_weight < 0 or self.dice_eps <= 0:
-            problems.append(f"mask_loss_weight must be >= 0 and dice_eps > 0, got {self.mask_loss_weight} and {self.dice_eps}")
+            problems.append("mask_loss_weight must be >= 0 and dice_eps > 0, "
+                            f"got {self.mask_loss_weight} and {self.dice_eps}")
         # Inference (solo_lib.inference, solo_lib.nms; -1 disables a limit or a threshold, as in matrix_nms).
         if not 0 <= self.score_thr < 1 or not 0 < self.mask_thr < 1:
-            problems.append(f"score_thr must be in [0, 1) and mask_thr in (0, 1), got {self.score_thr} and {self.mask_thr}")
+            problems.append("score_thr must be in [0, 1) and mask_thr in (0, 1), "
+                            f"got {self.score_thr} and {self.mask_thr}")
         for name in ("nms_pre", "max_per_img"):
             value = getattr(self, name)
             if value != -1 and value < 1:
@@ -174,7 +178,8 @@ class SOLOConfig:
         if self.nms_kernel not in ("gaussian", "linear"):
             problems.append(f"nms_kernel must be 'gaussian' or 'linear', got {self.nms_kernel!r}")
         if self.nms_sigma < 0 or self.mask_area_scale < 0:
-            problems.append(f"nms_sigma and mask_area_scale must be >= 0, got {self.nms_sigma} and {self.mask_area_scale}")
+            problems.append("nms_sigma and mask_area_scale must be >= 0, "
+                            f"got {self.nms_sigma} and {self.mask_area_scale}")
         if problems:
             raise ConfigError("invalid SOLOConfig: " + "; ".join(problems))
 

@@ -12,8 +12,9 @@ graph instead, that takes an image and returns instances. :func:`serving_functio
       -> ``masks`` (K, H, W) uint8, ``labels`` (K,) int32, ``scores`` (K,) float32
 
 It is the same code as ``predict`` (the same functions, traced instead of run eagerly), so on the
-same runtime the two agree to float32 rounding (graph and eager execution may fuse ops differently); the parity tests (``tests/test_export.py``) load each
-export in a process that imports only its runtime.
+same runtime the two agree to float32 rounding (graph and eager execution may fuse ops
+differently); the parity tests (``tests/test_export.py``) load each export in a process that
+imports only its runtime.
 
 Formats (:data:`FORMATS`):
 

@@ -158,7 +158,8 @@ class TrainConfig:
             problems.append(f"decay_epochs must be >= 0 and decay_factor in (0, 1], got {tuple(self.decay_epochs)} "
                             f"and {self.decay_factor}")
         if not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            problems.append(f"momentum must be in [0, 1) and weight_decay >= 0, got {self.momentum} and {self.weight_decay}")
+            problems.append("momentum must be in [0, 1) and weight_decay >= 0, "
+                            f"got {self.momentum} and {self.weight_decay}")
         if self.clip_norm is not None and not self.clip_norm > 0:
             problems.append(f"clip_norm must be > 0 (or None), got {self.clip_norm}")
         if self.memory_budget_mb is not None and not self.memory_budget_mb > 0:
@@ -306,7 +307,8 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
         if cfg.pretrained:
             copied = load_pretrained(model, cfg.pretrained, cfg.pretrained_reset)
             reset = ", ".join(cfg.pretrained_reset) or "nothing"
-            print(f"starting from {Path(cfg.pretrained).name}: {copied} weight tensors loaded, reset: {reset}", flush=True)
+            print(f"starting from {Path(cfg.pretrained).name}: {copied} weight tensors loaded, reset: {reset}",
+                  flush=True)
         model.compile(optimizer=make_optimizer(cfg, steps), jit_compile=cfg.jit_compile)
     # In a multi-worker run only the chief writes into the run's folders; the other workers save
     # their copies of each checkpoint to a temporary folder and delete it (solo_lib.distributed).

@@ -32,8 +32,9 @@ def canvas_views(sample, config, instance: int = 0) -> dict:
 
     Returns:
         A dict with three views, each a dict with ``image`` (the canvas), ``mask`` (the instance
-        on it), ``canvas`` ``(Hc, Wc)``, ``region`` (the image's ``(h, w)`` at its top-left) and ``centre_cells`` (one ``(row, col)`` per level, the
-        cell holding the instance's centre of mass):
+        on it), ``canvas`` ``(Hc, Wc)``, ``region`` (the image's ``(h, w)`` at its top-left) and
+        ``centre_cells`` (one ``(row, col)`` per level, the cell holding the instance's centre of
+        mass):
 
         * ``"training"``: :func:`solo_lib.geometry.on_canvas`, the pipeline's canvas, plus
           ``positive_cells``, per level the ``(row, col)`` cells that own the instance

@@ -186,7 +186,8 @@ def labelme_gallery(json_paths, class_names, *, width: float = 12.0):
         objects = {}
         for shape in drawn:
             if shape["label"] != "__ignore__":
-                objects.setdefault(shape["label"], set()).add(id(shape) if shape["group_id"] is None else shape["group_id"])
+                key = id(shape) if shape["group_id"] is None else shape["group_id"]
+                objects.setdefault(shape["label"], set()).add(key)
         counts = ", ".join(f"{len(v)} {k}" for k, v in objects.items())
         ignored = sum(s["label"] == "__ignore__" for s in drawn)
         ax.set_title(f"{path.name}: {counts}" + (f", {ignored} ignored region" if ignored else ""), fontsize=9)

@@ -245,8 +245,8 @@ def draw_generalisation(rows: dict, class_names, score_thr: float, *, iou_thr: f
             kept = {key: np.asarray(panel["prediction"][key])[shown] for key in ("masks", "labels", "scores")}
             count = count_matches(kept, panel["gt_masks"], panel["gt_labels"], iou_thr)
             counts[title].append({"shown": shown, **count})
-            ax.set_title(f"{title + ' ' if title else ''}{panel['title']}: found {count['found']} of {count['objects']}, "
-                         f"{count['false']} false", fontsize=9)
+            ax.set_title(f"{title + ' ' if title else ''}{panel['title']}: "
+                         f"found {count['found']} of {count['objects']}, {count['false']} false", fontsize=9)
     fig.suptitle(f"Detections with score >= {score_thr:g} (filled); ground truth (dashed white outlines); "
                  f"found = matched at IoU >= {iou_thr:g}", fontsize=10)
     return fig, counts

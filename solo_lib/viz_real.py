@@ -46,7 +46,8 @@ def object_outcomes(prediction: dict, gt_masks, gt_labels, score_thr: float, iou
         matched = greedy_match(iou, iou_thr)
         for d, g in enumerate(matched):
             if g >= 0:
-                objects[gts[g]] = {"detection": int(dets[d]), "best": int(dets[d]), "iou": float(iou[d, g]), "found": True}
+                objects[gts[g]] = {"detection": int(dets[d]), "best": int(dets[d]), "iou": float(iou[d, g]),
+                                   "found": True}
             else:
                 false.append(int(dets[d]))
         for j, g in enumerate(gts):

@@ -132,7 +132,8 @@ def small_objects_plot(sizes, best_possible, own_iou, *, iou_threshold: float = 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.scatter(sizes, best_possible, marker="_", s=120, color="gray", label="perfect stride-4 mask")
     ax.scatter(sizes, own_iou, s=14, label="your model's best mask")
-    ax.axhline(iou_threshold, color="gray", linestyle=":", label=f"IoU {iou_threshold:g} (AP{round(100 * iou_threshold)})")
+    ax.axhline(iou_threshold, color="gray", linestyle=":",
+               label=f"IoU {iou_threshold:g} (AP{round(100 * iou_threshold)})")
     ax.set_xscale("log")
     ax.set_xlabel("object size: square root of its area (px)")
     ax.set_ylabel("IoU with the annotation")

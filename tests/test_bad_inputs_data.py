@@ -115,10 +115,12 @@ COCO_CASES = {
     # finding 1: non-finite and non-numeric polygon coordinates
     "nan_coordinate": (ann_field("segmentation", [[10, 10, NAN, 10, 50, 50, 10, 50]]),
                        ["annotation id 3", "polygon 0", "coordinate 2 is nan", "finite", "fix or delete"]),
-    "inf_coordinate": (ann_field("segmentation", [[10, 10, 12, INF, 5, 5]]), ["annotation id 3", "coordinate 3 is inf"]),
+    "inf_coordinate": (ann_field("segmentation", [[10, 10, 12, INF, 5, 5]]),
+                       ["annotation id 3", "coordinate 3 is inf"]),
     "string_coordinate": (ann_field("segmentation", [[10, "10", 12, 2, 5, 5]]),
                           ["annotation id 3", "coordinate 1 is '10'", "flat list of numbers"]),
-    "bool_coordinate": (ann_field("segmentation", [[True, 1, 12, 2, 5, 5]]), ["annotation id 3", "coordinate 0 is True"]),
+    "bool_coordinate": (ann_field("segmentation", [[True, 1, 12, 2, 5, 5]]),
+                        ["annotation id 3", "coordinate 0 is True"]),
     "none_coordinate": (ann_field("segmentation", [SQUARE, [1, None, 12, 2, 5, 5]]),
                         ["annotation id 3", "polygon 1", "coordinate 1 is None"]),
     "flat_polygon": (ann_field("segmentation", SQUARE), ["annotation id 3", "wrap it in another list"]),
@@ -287,7 +289,8 @@ def bad_then_embedded(tmp_path):
 
 
 def two_different_embeddings(tmp_path):
-    folder = labelme_folder(tmp_path, [lm_shape()], imagePath="new.png", imageData=embedded(np.zeros((H, W, 3), np.uint8)))
+    folder = labelme_folder(tmp_path, [lm_shape()], imagePath="new.png",
+                            imageData=embedded(np.zeros((H, W, 3), np.uint8)))
     data = {"shapes": [], "imagePath": "new.png", "imageData": embedded(np.ones((H, W, 3), np.uint8))}
     (folder / "y.json").write_text(json.dumps(data))
     return folder
@@ -390,8 +393,8 @@ def test_cli_refuses_to_overwrite_an_input(tmp_path, capsys):
 def test_cli_subprocess_nan_point_is_one_line_error(tmp_path):
     folder = labelme_folder(tmp_path, [lm_shape(points=[[10, 10], [NAN, 10], [5, 15]])])
     before = snapshot(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "solo_lib", "convert-labelme", str(folder), str(tmp_path / "o.json")],
-                            capture_output=True, text=True, check=False, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "solo_lib", "convert-labelme", str(folder),
+                             str(tmp_path / "o.json")], capture_output=True, text=True, check=False, timeout=120)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "x.json: shape 0 (polygon 'cat'): point 1 is [nan, 10]" in result.stderr
@@ -419,7 +422,8 @@ def test_rgba_image_data_with_jpg_path_becomes_a_real_rgb_jpeg(tmp_path):
     rgba = np.zeros((H, W, 4), np.uint8)
     rgba[..., 0], rgba[..., 1], rgba[..., 2], rgba[..., 3] = 200, 100, 50, 128
     folder = labelme_folder(tmp_path, [lm_shape()], imagePath="photo.jpg", imageData=embedded(rgba))
-    with pytest.warns(DatasetWarning, match=r"wrote the embedded imageData to .*photo\.jpg \(re-encoded from PNG RGBA to JPEG\)"):
+    with pytest.warns(DatasetWarning,
+                      match=r"wrote the embedded imageData to .*photo\.jpg \(re-encoded from PNG RGBA to JPEG\)"):
         coco = convert_labelme_dir(folder)
     assert coco["images"][0]["file_name"] == "photo.jpg"
     with Image.open(folder / "photo.jpg") as img:

@@ -194,7 +194,8 @@ def test_degenerate_polygons_are_skipped_with_a_counting_warning(tmp_path):
         {"id": 3, "image_id": 1, "category_id": 5, "segmentation": [[1, 1, 6, 1, 6, 6], [0, 0, 1, 1]]},  # one of two
     ]
     path, image_dir = write_coco(tmp_path, minimal(annotations=anns), small_image())
-    with pytest.warns(DatasetWarning, match=r"3 annotations had polygons with fewer than 3 points or zero area.*1, 2, 3"):
+    with pytest.warns(DatasetWarning,
+                      match=r"3 annotations had polygons with fewer than 3 points or zero area.*1, 2, 3"):
         ds = CocoDataset(path, image_dir)
     s = ds.sample(1)
     assert s.annotation_ids.tolist() == [3]  # 1 and 2 had nothing left; 3 keeps its good polygon

@@ -22,7 +22,8 @@ def test_installed_version_finds_the_cpu_build_of_tensorflow():
 
 
 def test_cli_help_lists_the_commands():
-    out = subprocess.run([sys.executable, "-m", "solo_lib", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "solo_lib", "--help"], capture_output=True, text=True,
+                         check=True).stdout
     assert all(c in out for c in ("train", "predict", "evaluate", "demo", "convert-labelme"))
     sub = subprocess.run([sys.executable, "-m", "solo_lib", "convert-labelme", "--help"],
                          capture_output=True, text=True, check=True).stdout

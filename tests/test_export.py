@@ -20,7 +20,6 @@ on the sample model: score difference <= 1e-3, IoU >= 0.991).
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -123,7 +122,8 @@ def assert_same_instances(reference, got, fmt, where, config):
     cmp = compare_instances(reference, got)
     n_ref, n_got = cmp["count"]
     if not n_ref == n_got == cmp["paired"]:
-        assert cmp["unpaired_max_score"] <= max(config.score_thr, config.update_thr) + max_diff, f"{fmt}, {where}: {cmp}"
+        near_threshold = max(config.score_thr, config.update_thr) + max_diff
+        assert cmp["unpaired_max_score"] <= near_threshold, f"{fmt}, {where}: {cmp}"
     assert cmp["min_iou"] >= min_iou and cmp["max_score_diff"] <= max_diff, f"{fmt}, {where}: {cmp}"
     assert got["masks"].shape[1:] == reference["masks"].shape[1:] and got["masks"].dtype == np.uint8
     # Labels: compare_instances pairs only instances of the same label, so paired ones agree.
@@ -279,7 +279,8 @@ def test_compare_instances_pairs_by_label_and_overlap_and_reports_the_unpaired()
     reference = {"masks": masks[:2], "labels": np.array([1, 2]), "scores": np.array([0.9, 0.5], np.float32)}
     moved = masks.copy()
     moved[0, 0, :] = 0  # 4 of 16 pixels gone: IoU 12/16
-    other = {"masks": moved[[1, 0, 2]], "labels": np.array([2, 1, 1]), "scores": np.array([0.52, 0.9, 0.07], np.float32)}
+    other = {"masks": moved[[1, 0, 2]], "labels": np.array([2, 1, 1]),
+             "scores": np.array([0.52, 0.9, 0.07], np.float32)}
     cmp = compare_instances(reference, other)
     assert cmp["count"] == (2, 3) and cmp["paired"] == 2
     assert cmp["min_iou"] == 0.75 and abs(cmp["max_score_diff"] - 0.02) < 1e-6

@@ -64,7 +64,8 @@ def test_rescale_size_rejects_bad_input():
 def test_canvas_is_the_orientations_and_holds_the_resized_image():
     assert canvas_size(480, 640, PAPER) == (800, 1344)   # landscape
     assert canvas_size(640, 480, PAPER) == (1344, 800)   # portrait
-    assert canvas_size(100, 100, PAPER) == (1344, 800)   # square: with the portraits (GroupSampler: w/h > 1 is the other group)
+    # square: with the portraits (GroupSampler: w/h > 1 is the other group)
+    assert canvas_size(100, 100, PAPER) == (1344, 800)
     assert canvas_size(160, 256, (256, 256)) == (256, 256)
     assert canvas_size(176, 240, None) == (192, 256)     # no scale: own size rounded up to 32
     for size, _ in RESCALE_TABLE:

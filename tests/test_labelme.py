@@ -70,7 +70,8 @@ def labelme2coco_reference(shapes):
         key = (s["label"], s["group_id"] if s["group_id"] is not None else f"unique{i}")
         (x1, y1), (x2, y2) = s["points"][0], s["points"][1]
         if s["shape_type"] == "rectangle":
-            flat = [min(x1, x2), min(y1, y2), max(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2), min(x1, x2), max(y1, y2)]
+            left, top, right, bottom = min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+            flat = [left, top, right, top, right, bottom, left, bottom]
         elif s["shape_type"] == "circle":
             r = math.dist((x1, y1), (x2, y2))
             n = max(int(math.pi / math.acos(1 - 1 / r)), 12)

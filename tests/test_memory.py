@@ -68,8 +68,6 @@ def sgd_step(update_in_turn: bool):
 
 
 def test_updates_in_turn_give_the_same_weights_and_are_chained():
-    import numpy as np
-
     plain, plain_graph, _ = sgd_step(False)
     chained, graph, optimizer = sgd_step(True)
     from tolerances import assert_close_float32

@@ -156,7 +156,8 @@ def test_empty_input():
 
 
 def test_inside_tf_function_with_unknown_n():
-    nms = tf.function(lambda m, l, s: matrix_nms(m, l, s, kernel="linear", filter_thr=0.3, nms_pre=20, max_num=8),
+    nms = tf.function(lambda m, labels, s: matrix_nms(m, labels, s, kernel="linear", filter_thr=0.3, nms_pre=20,
+                                                      max_num=8),
                       input_signature=[tf.TensorSpec((None, 20, 20), tf.uint8), tf.TensorSpec((None,), tf.int64),
                                        tf.TensorSpec((None,), tf.float64)])
     masks, labels, scores = random_instances(seed=7)

@@ -75,7 +75,8 @@ def test_other_classes_need_the_class_predictor_reset(donor_path):
 
 
 def test_a_different_architecture_is_named_in_the_error(donor_path):
-    with pytest.raises(ValueError, match=r"donor\.weights\.h5 does not fit this model.*fpn_channels=64.*fpn_channels=32"):
+    with pytest.raises(ValueError,
+                       match=r"donor\.weights\.h5 does not fit this model.*fpn_channels=64.*fpn_channels=32"):
         load_pretrained(build_model(SOLOConfig.tiny(4, fpn_channels=32), (64, 64)), donor_path)
     with pytest.raises(ValueError, match=r"donor\.weights\.h5: weight .* has shape .*same architecture"):
         load_pretrained(build_model(SOLOConfig.tiny(7, fpn_channels=32), (64, 64)), donor_path)
@@ -93,7 +94,8 @@ def test_missing_files_are_named(tmp_path, donor_path):
 
 def test_train_starts_from_pretrained_weights(donor_path, capsys):
     cfg = TrainConfig(epochs=1, batch_size=2, steps_per_epoch=1, learning_rate=0.0, warmup_steps=0,
-                      decay_epochs=(), clip_norm=None, weight_decay=0.0, checkpoint_dir=None, pretrained=str(donor_path))
+                      decay_epochs=(), clip_norm=None, weight_decay=0.0, checkpoint_dir=None,
+                      pretrained=str(donor_path))
     # A 64 px image scale (a 64 x 64 canvas) keeps the step quick; the weights do not depend on it.
     model, _ = train(TINY.replace(image_scale=(64, 64)), cfg, load_sample_dataset("train"), progress=False)
     # learning rate 0: the backbone still holds the donor's values after a step

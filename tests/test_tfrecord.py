@@ -214,7 +214,8 @@ def test_bad_shard_counts(tmp_path, shards):
 
 
 def test_metadata_errors(tmp_path):
-    with pytest.raises(DatasetError, match="dataset.json: not found; .* holds no dataset written by to-tfrecord: write one with"):
+    with pytest.raises(DatasetError,
+                       match="dataset.json: not found; .* holds no dataset written by to-tfrecord: write one with"):
         ShardedDataset(tmp_path)
     (tmp_path / "dataset.json").write_text(json.dumps({"format_version": 99}))
     with pytest.raises(DatasetError, match="format version 99.*convert the dataset again"):

@@ -39,7 +39,8 @@ def test_training_view_is_the_pipelines_canvas_and_targets(sample, config):
     cells, instances = targets["pos_cells"][0][valid], targets["pos_instances"][0][valid]
     start = 0
     for level, s in enumerate(config.grid_sizes):
-        mine = sorted(divmod(int(c) - start, s) for c, i in zip(cells, instances) if i == 2 and start <= c < start + s * s)
+        mine = sorted(divmod(int(c) - start, s) for c, i in zip(cells, instances)
+                      if i == 2 and start <= c < start + s * s)
         assert sorted(views["training"]["positive_cells"][level]) == mine
         start += s * s
     # The centre cell is always one of the positives (the centre region contains it).

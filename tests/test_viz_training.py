@@ -35,7 +35,8 @@ def test_loss_curves_plot_draws_each_component_per_epoch():
     assert legend_texts(ax) == [line.get_label() for line in lines]
     plt.close(fig)
     fig = viz_training.loss_curves_plot(curves, mask_loss_weight=1.5)
-    assert fig.axes[0].get_xlabel() == "epoch" and fig.axes[0].get_lines()[0].get_label() == "total = category + 1.5 x mask"
+    assert fig.axes[0].get_xlabel() == "epoch"
+    assert fig.axes[0].get_lines()[0].get_label() == "total = category + 1.5 x mask"
     plt.close(fig)
 
 

@@ -112,7 +112,7 @@ def to_training_example(sample: dict, config: SOLOConfig, canvas):
     shape = tf.shape(sample["masks"])
     masks = tf.pad(sample["masks"], [[0, 0], [0, hc - shape[1]], [0, wc - shape[2]]])
     category, cells, instances, mask_targets = tf.numpy_function(
-        lambda m, l, c: _targets_numpy(m, l, c, config), [masks, sample["labels"], sample["iscrowd"]],
+        lambda m, labels, c: _targets_numpy(m, labels, c, config), [masks, sample["labels"], sample["iscrowd"]],
         [tf.int32, tf.int32, tf.int32, tf.uint8], stateful=False)
     stride = config.mask_stride
     static = [v if isinstance(v, int) else None for v in (hc, wc)]

@@ -48,7 +48,8 @@ def check_01a_rle_encode(rle_encode) -> str:
         rle = rle_encode(mask.copy())
         _expect(isinstance(rle, dict) and "counts" in rle and "size" in rle,
                 f"case {k}: return a dict with 'counts' and 'size', got {rle!r}")
-        _expect(list(rle["size"]) == list(mask.shape), f"case {k}: size should be {list(mask.shape)}, got {rle['size']}")
+        _expect(list(rle["size"]) == list(mask.shape),
+                f"case {k}: size should be {list(mask.shape)}, got {rle['size']}")
         counts = [int(c) for c in rle["counts"]]
         _expect(sum(counts) == mask.size, f"case {k}: counts must add up to h*w = {mask.size}, got {sum(counts)}")
         decoded = mask_utils.decode(mask_utils.frPyObjects({"counts": counts, "size": list(mask.shape)}, *mask.shape))

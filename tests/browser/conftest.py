@@ -183,7 +183,8 @@ def jupyter_lab(chromium_path, tmp_path_factory):
                         break
             except OSError:
                 pass
-            assert time.monotonic() < deadline, f"JupyterLab did not answer within {SERVER_START_TIMEOUT} s:\n{lab.log_tail()}"
+            assert time.monotonic() < deadline, (f"JupyterLab did not answer within {SERVER_START_TIMEOUT} s:\n"
+                                                 f"{lab.log_tail()}")
             time.sleep(0.5)
         with _local.open(f"{url}/api/kernelspecs", timeout=10) as response:
             specs = json.load(response)["kernelspecs"]

@@ -102,11 +102,13 @@ PROBLEMS = f"""path => {{
         }}
     }});
     for (const n of panel.node.querySelectorAll('.jp-OutputArea-output')) {{
-        if (n.textContent.includes('Error displaying widget')) problems.push('a widget shows: ' + n.textContent.slice(0, 300));
+        if (n.textContent.includes('Error displaying widget'))
+            problems.push('a widget shows: ' + n.textContent.slice(0, 300));
     }}
     for (const n of panel.node.querySelectorAll('.widget-output [data-mime-type="application/vnd.jupyter.stderr"]')) {{
         const lines = n.textContent.trim().split('\\n');
-        problems.push(`a widget output shows stderr ending in "${{lines[lines.length - 1]}}":\\n` + lines.slice(-25).join('\\n'));
+        problems.push(`a widget output shows stderr ending in "${{lines[lines.length - 1]}}":\\n`
+                      + lines.slice(-25).join('\\n'));
     }}
     return problems;
 }}"""
