@@ -4,6 +4,8 @@ Every error raised on bad user input is a :class:`SoloError`; its message names 
 record (image id, annotation id, shape index) and what to do about it.
 """
 
+EXAMPLES = 3  # how many offending ids or entries an error or warning lists before "..."
+
 
 class SoloError(Exception):
     """Base class of every error solo_lib raises on bad input."""

@@ -22,7 +22,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -35,9 +34,9 @@ from tqdm import tqdm
 
 from solo_lib.data.coco import CategoryMap, CocoDataset
 from solo_lib.data.segmentation import check_rle, is_finite, is_int
-from solo_lib.errors import DatasetError, DatasetWarning
+from solo_lib.errors import EXAMPLES, DatasetError, DatasetWarning
+from solo_lib.files import write_text_atomically
 
-_EXAMPLES = 3  # how many offending entries an error or warning lists
 STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
               "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
 
@@ -104,17 +103,7 @@ def write_results_json(results: list[dict], path: str | os.PathLike) -> Path:
     Returns:
         The path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(results, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomically(path, json.dumps(results))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,7 +187,7 @@ def _check_results(dataset: CocoDataset, results: list[dict]) -> None:
         if res["category_id"] not in known_ids:
             unknown.append(res["category_id"])
     if unknown:
-        shown = sorted(set(unknown))[:_EXAMPLES]
+        shown = sorted(set(unknown))[:EXAMPLES]
         warnings.warn(f"{len(unknown)} results have category ids not in {dataset.annotation_file} (e.g. {shown}); "
                       "COCOeval ignores them. Restore COCO ids with CategoryMap.to_coco_id(label).",
                       DatasetWarning, stacklevel=3)
@@ -219,12 +208,12 @@ def _check_ground_truth(dataset: CocoDataset) -> None:
     ids = [ann.get("id") for ann in annotations if "area" not in ann]
     if ids:
         raise DatasetError(f"{dataset.annotation_file}: {len(ids)} annotations lack 'area' (annotation ids "
-                           f"{ids[:_EXAMPLES]}); COCOeval needs it, e.g. pycocotools.mask.area of the mask")
+                           f"{ids[:EXAMPLES]}); COCOeval needs it, e.g. pycocotools.mask.area of the mask")
     bad = [ann for ann in annotations if not is_finite(ann["area"]) or ann["area"] <= 0]
     if bad:
-        shown = ", ".join(f"{ann.get('id')}: {ann['area']!r}" for ann in bad[:_EXAMPLES])
+        shown = ", ".join(f"{ann.get('id')}: {ann['area']!r}" for ann in bad[:EXAMPLES])
         raise DatasetError(f"{dataset.annotation_file}: {len(bad)} annotations have an 'area' that is not a positive "
-                           f"number (annotation id: area {shown}{', ...' if len(bad) > _EXAMPLES else ''}); COCOeval "
+                           f"number (annotation id: area {shown}{', ...' if len(bad) > EXAMPLES else ''}); COCOeval "
                            "sorts ground truth into small/medium/large by it: set it to the mask's pixel count "
                            "(pycocotools.mask.area), or remove annotations whose mask is empty")
 

@@ -49,9 +49,7 @@ from solo_lib.data.segmentation import (  # noqa: F401
     polygon_area,
     rle_counts_from_string,
 )
-from solo_lib.errors import DatasetError, DatasetWarning
-
-_EXAMPLES = 3  # how many offending ids a warning lists
+from solo_lib.errors import EXAMPLES, DatasetError, DatasetWarning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +223,7 @@ def resolve_inside(root: Path, relative: str, *, source: str, start: Path | None
 
 def _warn_counted(path: Path, what: str, ids: list) -> None:
     if ids:
-        shown = ", ".join(str(i) for i in ids[:_EXAMPLES]) + (", ..." if len(ids) > _EXAMPLES else "")
+        shown = ", ".join(str(i) for i in ids[:EXAMPLES]) + (", ..." if len(ids) > EXAMPLES else "")
         warnings.warn(f"{path}: {len(ids)} {what} (annotation ids {shown})", DatasetWarning, stacklevel=3)
 
 

@@ -53,6 +53,7 @@ from solo_lib.data.coco import read_json, resolve_inside
 from solo_lib.data.images import image_to_rgb8, oriented_size
 from solo_lib.data.segmentation import is_finite, is_int, is_number, polygon_area
 from solo_lib.errors import DatasetError, DatasetWarning
+from solo_lib.files import write_text_atomically
 
 IGNORE_LABEL = "__ignore__"
 BACKGROUND_LABEL = "_background_"
@@ -426,8 +427,6 @@ def _instances(path: Path, data: dict, height: int, width: int, cat_id: dict, la
 
 def write_coco_json(coco: dict, path: str | os.PathLike) -> None:
     """Writes a COCO dict readably (one record per line) and atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     parts = []
     for key, value in coco.items():
         if isinstance(value, list):
@@ -435,10 +434,4 @@ def write_coco_json(coco: dict, path: str | os.PathLike) -> None:
             parts.append(f'  "{key}": [\n{rows}\n  ]' if value else f'  "{key}": []')
         else:
             parts.append(f'  "{key}": ' + json.dumps(value))
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text("{\n" + ",\n".join(parts) + "\n}\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, "{\n" + ",\n".join(parts) + "\n}\n")

@@ -41,6 +41,7 @@ from PIL import Image
 from solo_lib.data.coco import CategoryMap, CocoDataset, read_json, resolve_inside
 from solo_lib.data.images import ORIENTATION_TAG
 from solo_lib.errors import ConfigError, DatasetError
+from solo_lib.files import write_text_atomically
 
 FORMAT_VERSION = 1
 METADATA = "dataset.json"
@@ -345,9 +346,7 @@ def _prepare_folder(out: Path, meta: dict, overwrite: bool) -> None:
     if overwrite:  # start afresh, even over complete shards of this same conversion
         for path in [*shards, out / METADATA]:
             path.unlink(missing_ok=True)
-    temporary = out / (METADATA + PARTIAL)
-    temporary.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-    os.replace(temporary, out / METADATA)
+    write_text_atomically(out / METADATA, json.dumps(meta, indent=1) + "\n")
     for path in out.glob("*.tfrecord" + PARTIAL):
         path.unlink()  # a shard an interrupted run did not finish: written again below
 
