@@ -26,6 +26,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from solo_lib import __version__
 from solo_lib.errors import ConfigError, SoloError
 
 # TrainConfig fields -> the train options that set them, for error messages.
@@ -290,6 +291,7 @@ def _env(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m solo_lib", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"solo_lib {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (also: environment variable SOLO_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -335,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model size (default: tiny; when resuming: the checkpoint's, and a different "
                             "--preset is an error)")
     train.add_argument("--epochs", type=int, default=12, help="epochs in total, counting those already done")
-    train.add_argument("--batch-size", type=int, default=4)
+    train.add_argument("--batch-size", type=int, default=4,
+                       help="images per optimiser step, over all devices and workers (default 4; the paper: 16)")
     train.add_argument("--accumulate-steps", type=int, default=1, metavar="K",
                        help="gradient accumulation: compute each batch in K micro-batches of batch-size/K images, "
                             "one optimiser update per batch (e.g. --batch-size 16 --accumulate-steps 8)")
@@ -350,11 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="paper_r50: 'imagenet' (downloaded by Keras) or a ResNet50 weights file; then, as the "
                             "paper, the stem and stage 1 stay frozen and BatchNorm statistics fixed")
     train.add_argument("--steps-per-epoch", type=int, help="default: one pass over the images")
-    train.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
-    train.add_argument("--lr", type=float, help="learning rate (default 0.01, the paper's for batch 16)")
-    train.add_argument("--warmup-steps", type=int, default=500)
-    train.add_argument("--decay-epochs", type=int, nargs="*", default=(9, 11))
-    train.add_argument("--checkpoint-every", type=int, default=1)
+    train.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                       help="sgd: the paper's (momentum 0.9, weight decay 1e-4); adam: for quick experiments")
+    train.add_argument("--lr", type=float,
+                       help="learning rate (default 0.01, the paper's for its batch of 16; by the linear scaling "
+                            "rule 0.0025 suits the default --batch-size 4)")
+    train.add_argument("--warmup-steps", type=int, default=500,
+                       help="steps of linear warm-up from 1%% of --lr (default 500, the paper's)")
+    train.add_argument("--decay-epochs", type=int, nargs="*", default=(9, 11),
+                       help="epochs after which the learning rate is divided by 10 (default 9 11, the 1x schedule)")
+    train.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
+                       help="save a checkpoint every this many epochs (default 1); the last epoch is always saved")
     train.add_argument("--out", default="checkpoints",
                        help="checkpoint folder (epoch_NNNN.keras); a fresh run refuses one holding another run's "
                             "checkpoints")
@@ -369,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--memory-budget-mb", type=float, default=2048,
                        help="without --stream, refuse to start when the decoded dataset would take more memory "
                             "than this many MB (estimated from the image sizes and instance counts; default 2048)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0,
+                       help="seeds the weights, the data order and the augmentation (default 0)")
     train.add_argument("--jit", action="store_true", help="compile the training step with XLA")
     train.add_argument("--pretrained", metavar="WEIGHTS_H5",
                        help="start from these weights, all but the class predictor (tiny preset: "

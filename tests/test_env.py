@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from solo_lib.env import PACKAGES, Environment, environment_report, installed_version
 
 
@@ -28,6 +30,18 @@ def test_cli_help_lists_the_commands():
     sub = subprocess.run([sys.executable, "-m", "solo_lib", "convert-labelme", "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "INPUT_DIR" in sub and "--labels" in sub
+
+
+def test_cli_version_and_every_train_option_has_help(capsys):
+    from solo_lib import __version__
+    from solo_lib.__main__ import build_parser, main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"solo_lib {__version__}"
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    missing = [a.option_strings[0] for a in train._actions if a.option_strings and not a.help]
+    assert missing == [], missing
 
 
 # The train -> predict -> evaluate round trip through the command line is
