@@ -38,7 +38,7 @@ def training_setup(name: str):
     """``(model_config, train_config, dataset)`` of a set-up (imports TensorFlow)."""
     from solo_lib.config import SOLOConfig
     from solo_lib.data.coco import load_sample_dataset
-    from solo_lib.train import TrainConfig
+    from solo_lib.train_config import TrainConfig
 
     if name not in SETUPS:
         raise ValueError(f"unknown set-up {name!r}; one of {SETUPS}")

@@ -53,7 +53,7 @@ def build_step(case: str):
 
     from solo_lib.data.pipeline import first_batch, steps_per_epoch
     from solo_lib.model.solov2 import build_model
-    from solo_lib.train import make_optimizer
+    from solo_lib.optim import make_optimizer
 
     model_config, cfg, dataset = setups.training_setup(case)
     images, targets = first_batch(setups.training_dataset(model_config, cfg, dataset))

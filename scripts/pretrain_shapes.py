@@ -30,7 +30,9 @@ from solo_lib.data import augment as aug
 from solo_lib.data.coco import CocoDataset, load_sample_dataset
 from solo_lib.evaluate import evaluate_model
 from solo_lib.inference import predict
-from solo_lib.train import TrainConfig, loss_curves, save_weights_only, train
+from solo_lib.checkpoints import save_weights_only
+from solo_lib.train import loss_curves, train
+from solo_lib.train_config import TrainConfig
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "pretrained"
 

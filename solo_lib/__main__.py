@@ -119,7 +119,8 @@ def _train(args: argparse.Namespace) -> int:
     _check_tf_config(args.multi_worker)
     from solo_lib.config import SOLOConfig
     from solo_lib.data.pipeline import check_short_sides
-    from solo_lib.train import TrainConfig, train
+    from solo_lib.train import train
+    from solo_lib.train_config import TrainConfig
 
     defaults = TrainConfig()
     try:

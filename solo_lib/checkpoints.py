@@ -47,7 +47,6 @@ from solo_lib.model.solov2 import SOLOv2, build_model
 
 CHECKPOINT = re.compile(r"^epoch_(\d{4})\.keras$")
 TEMPORARY = re.compile(r"^\.tmp-(\d+)-epoch_\d{4}\.keras$")  # save_atomically's names
-RESETTABLE = ("category_out", "kernel_out")  # the head's two output layers (solo_lib.model.head)
 
 
 def save_atomically(model: keras.Model, path: Path) -> None:
@@ -273,7 +272,7 @@ def load_pretrained(model: SOLOv2, path: str | os.PathLike, reset: tuple[str, ..
     Args:
         model: a built model (``build_model``).
         path: ``NAME.weights.h5``, with ``NAME.json`` beside it (:func:`pretrained_info`).
-        reset: names among ``RESETTABLE`` whose weights stay as initialised.
+        reset: names among ``solo_lib.train_config.RESETTABLE`` whose weights stay as initialised.
 
     Returns:
         How many weight tensors were copied.

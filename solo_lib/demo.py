@@ -27,7 +27,8 @@ from solo_lib.data.coco import CocoDataset, load_sample_dataset, sample_dataset_
 from solo_lib.data.labelme import convert_labelme
 from solo_lib.evaluate import evaluate_model
 from solo_lib.inference import predict
-from solo_lib.train import TrainConfig, train
+from solo_lib.train import train
+from solo_lib.train_config import TrainConfig
 
 
 DRAW_SCORE = 0.3  # the pictures show confident predictions; COCO AP uses them all

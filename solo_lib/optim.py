@@ -17,9 +17,14 @@ Both are registered Keras objects, so ``.keras`` checkpoints that hold them load
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 import tensorflow as tf
 from keras import ops
+
+if TYPE_CHECKING:
+    from solo_lib.train_config import TrainConfig
 
 
 @keras.saving.register_keras_serializable(package="solo_lib")
@@ -85,3 +90,13 @@ class SGDL2(keras.optimizers.SGD):
 
     def get_config(self):
         return {**super().get_config(), "l2": self.l2}
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The optimiser with its learning-rate schedule and gradient clipping: ``SGDL2`` (the paper's
+    SGD, weight decay as L2 in the gradient; ``solo_lib.optim``) or ``AdamW`` (decoupled decay)."""
+    schedule = WarmupStepDecay(cfg.learning_rate, cfg.warmup_steps, cfg.warmup_ratio,
+                               [e * steps_per_epoch for e in cfg.decay_epochs], cfg.decay_factor)
+    if cfg.optimizer == "adam":
+        return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay, global_clipnorm=cfg.clip_norm)
+    return SGDL2(schedule, momentum=cfg.momentum, l2=cfg.weight_decay, global_clipnorm=cfg.clip_norm)

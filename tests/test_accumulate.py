@@ -20,7 +20,8 @@ from solo_lib.errors import ConfigError
 from solo_lib.losses import solo_losses
 from solo_lib.model.solov2 import build_model
 from solo_lib.targets import collate_targets, image_targets
-from solo_lib.train import TrainConfig, train
+from solo_lib.train import train
+from solo_lib.train_config import TrainConfig
 from tolerances import assert_close_float32
 
 TINY = SOLOConfig.tiny(4, image_scale=(128, 128))

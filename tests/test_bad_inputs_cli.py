@@ -26,7 +26,7 @@ from solo_lib import train as train_module
 from solo_lib.data.coco import CocoDataset, load_sample_dataset, sample_dataset_paths
 from solo_lib.errors import CheckpointError, ConfigError, SoloError
 from solo_lib.model.solov2 import check_classes
-from solo_lib.train import load_checkpoint
+from solo_lib.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # One optimisation step: enough for a real checkpoint.

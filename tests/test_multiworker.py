@@ -63,7 +63,7 @@ COMMON = textwrap.dedent("""
         from solo_lib.config import SOLOConfig
         from solo_lib.data import pipeline
         from solo_lib.data.coco import load_sample_dataset
-        from solo_lib.train import TrainConfig
+        from solo_lib.train_config import TrainConfig
 
         config, dataset = SOLOConfig.tiny(4, image_scale=(128, 128)), load_sample_dataset("train")
         cfg = TrainConfig(**json.loads(os.environ["SOLO_TEST_TRAIN"]), checkpoint_dir=checkpoint_dir)

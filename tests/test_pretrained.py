@@ -14,7 +14,10 @@ from solo_lib.config import SOLOConfig
 from solo_lib.data.coco import load_sample_dataset
 from solo_lib.demo import PRETRAINED_SHAPES, load_sample_model
 from solo_lib.model.solov2 import build_model
-from solo_lib.train import MaskAPCurve, TrainConfig, load_pretrained, pretrained_info, train
+from solo_lib.callbacks import MaskAPCurve
+from solo_lib.checkpoints import load_pretrained, pretrained_info
+from solo_lib.train import train
+from solo_lib.train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = SOLOConfig.tiny(4)

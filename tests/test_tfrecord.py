@@ -287,7 +287,8 @@ def test_training_batches_equal_the_in_memory_sources(tmp_path):
 def test_train_reads_shards_as_it_reads_the_annotation_file(tmp_path):
     """train() on TFRecord shards makes the same updates as on the CocoDataset they came from: same
     samples in the same order, so the same batches (the in-memory memory budget does not apply)."""
-    from solo_lib.train import TrainConfig, train
+    from solo_lib.train import train
+    from solo_lib.train_config import TrainConfig
 
     dataset = load_sample_dataset("train")
     sharded = write_tfrecords(dataset, tmp_path, 3, progress=False).dataset

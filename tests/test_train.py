@@ -17,8 +17,11 @@ from solo_lib.config import SOLOConfig
 from solo_lib.data import pipeline
 from solo_lib.data.coco import load_sample_dataset
 from solo_lib.targets import image_targets
-from solo_lib.train import (TrainConfig, TrainingError, WarmupStepDecay, latest_checkpoint, save_atomically,
-                            train)
+from solo_lib.checkpoints import latest_checkpoint, save_atomically
+from solo_lib.errors import TrainingError
+from solo_lib.optim import WarmupStepDecay
+from solo_lib.train import train
+from solo_lib.train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = SOLOConfig.tiny(4)
@@ -175,7 +178,8 @@ KILL_SCRIPT = textwrap.dedent("""
     import sys, time, keras
     from solo_lib.config import SOLOConfig
     from solo_lib.data.coco import load_sample_dataset
-    from solo_lib.train import TrainConfig, train
+    from solo_lib.train import train
+    from solo_lib.train_config import TrainConfig
 
     class Slow(keras.callbacks.Callback):  # leaves time to kill the run mid-epoch
         def on_train_batch_end(self, batch, logs=None):
@@ -224,7 +228,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from solo_lib.config import SOLOConfig
     from solo_lib.data.coco import load_sample_dataset
-    from solo_lib.train import TrainConfig, train
+    from solo_lib.train import train
+    from solo_lib.train_config import TrainConfig
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     cfg = TrainConfig(epochs=2, batch_size=4, steps_per_epoch=2, optimizer="sgd",

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from solo_lib import viz_training  # noqa: E402
-from solo_lib.train import TrainConfig  # noqa: E402
+from solo_lib.train_config import TrainConfig  # noqa: E402
 
 
 def legend_texts(ax):

@@ -22,83 +22,16 @@ moved onto the previous instance's class. Here an instance is dropped with ONE k
 is applied to every per-instance array (see :func:`drop_small_instances`).
 """
 
-import dataclasses
 import math
-import numbers
 from fractions import Fraction
 
 import tensorflow as tf
 
+from solo_lib.data.augment_config import AugmentConfig, is_int, is_real
+
 # The keys whose row i belongs to instance i. They are always filtered together.
 INSTANCE_KEYS = ("masks", "labels", "iscrowd", "boxes")
 _REQUIRED_KEYS = ("image", "masks", "labels", "iscrowd")
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """How strongly :func:`augment` changes a sample.
-
-    Attributes:
-        flip_prob: Probability of a horizontal flip, in [0, 1].
-        brightness_delta: Largest brightness shift, as a fraction of 255, in [0, 1]. The shift is
-            drawn uniformly from [-delta, delta] and added to every channel.
-        scale_range: ``(low, high)`` bounds of the resize factor, ``0 < low <= high``. The factor
-            is drawn log-uniformly, so zooming in by 1.25 is as likely as zooming out by 0.8.
-        crop_size: ``(height, width)`` of the random crop window, or ``None`` for no crop. An
-            image dimension smaller than the window is not cropped.
-        min_mask_pixels: Instances whose mask keeps fewer pixels after the transforms are
-            dropped; at least 1, so an empty mask never survives.
-
-    Raises:
-        ValueError: If a field is out of range or has the wrong type.
-    """
-
-    flip_prob: float = 0.5
-    brightness_delta: float = 0.15
-    scale_range: tuple[float, float] = (0.8, 1.25)
-    crop_size: tuple[int, int] | None = None
-    min_mask_pixels: int = 1
-
-    def __post_init__(self):
-        for name in ("flip_prob", "brightness_delta"):
-            value = getattr(self, name)
-            if not _is_real(value) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"AugmentConfig.{name} must be a number in [0, 1], got {value!r}")
-        scale = tuple(self.scale_range) if isinstance(self.scale_range, (tuple, list)) else ()
-        if not (len(scale) == 2 and all(_is_real(v) and math.isfinite(v) for v in scale)
-                and 0 < scale[0] <= scale[1]):
-            raise ValueError("AugmentConfig.scale_range must be (low, high) with 0 < low <= high, "
-                             f"got {self.scale_range!r}; use (1.0, 1.0) for no scaling")
-        object.__setattr__(self, "scale_range", (float(scale[0]), float(scale[1])))
-        if self.crop_size is not None:
-            crop = tuple(self.crop_size) if isinstance(self.crop_size, (tuple, list)) else ()
-            if not (len(crop) == 2 and all(_is_int(v) and v >= 1 for v in crop)):
-                raise ValueError("AugmentConfig.crop_size must be None or (height, width) with "
-                                 f"positive integers, got {self.crop_size!r}")
-            object.__setattr__(self, "crop_size", (int(crop[0]), int(crop[1])))
-        if not _is_int(self.min_mask_pixels) or self.min_mask_pixels < 1:
-            raise ValueError("AugmentConfig.min_mask_pixels must be an integer >= 1, "
-                             f"got {self.min_mask_pixels!r}")
-
-    @classmethod
-    def none(cls):
-        """Returns a config under which :func:`augment` changes nothing."""
-        return cls(flip_prob=0.0, brightness_delta=0.0, scale_range=(1.0, 1.0), crop_size=None)
-
-    @classmethod
-    def paper(cls):
-        """The paper's training augmentation: a horizontal flip with probability 0.5 and nothing
-        else (the authors' 1x configs: ``RandomFlip(flip_ratio=0.5)`` after the resize to the image
-        scale; the 3x schedule adds multi-scale training, ``TrainConfig.short_sides``)."""
-        return cls(flip_prob=0.5, brightness_delta=0.0, scale_range=(1.0, 1.0), crop_size=None)
 
 
 def rescale_size(height, width, scale):
@@ -130,9 +63,9 @@ def rescale_size(height, width, scale):
     Raises:
         ValueError: a size or scale that is not positive.
     """
-    if not (_is_int(height) and _is_int(width) and height > 0 and width > 0):
+    if not (is_int(height) and is_int(width) and height > 0 and width > 0):
         raise ValueError(f"image size must be two positive integers, got {(height, width)}")
-    if not (len(scale) == 2 and all(_is_real(v) and v > 0 for v in scale)):
+    if not (len(scale) == 2 and all(is_real(v) and v > 0 for v in scale)):
         raise ValueError(f"scale must be (long, short), two positive numbers, got {scale!r}")
     long, short = Fraction(max(scale)), Fraction(min(scale))  # exact, also for a float scale
     factor = min(long / max(height, width), short / min(height, width))
@@ -269,7 +202,7 @@ def adjust_brightness(sample, delta):
     Raises:
         ValueError: If ``delta`` is a Python number outside [-1, 1].
     """
-    if _is_real(delta) and not -1.0 <= delta <= 1.0:
+    if is_real(delta) and not -1.0 <= delta <= 1.0:
         raise ValueError(f"brightness delta must be in [-1, 1] (a fraction of 255), got {delta}")
     sample = _prepare(sample)
     shifted = tf.cast(sample["image"], tf.float32) + tf.cast(delta, tf.float32) * 255.0
@@ -294,7 +227,7 @@ def rescale(sample, factor):
     Raises:
         ValueError: If ``factor`` is a Python number <= 0.
     """
-    if _is_real(factor) and not factor > 0:
+    if is_real(factor) and not factor > 0:
         raise ValueError(f"rescale factor must be > 0, got {factor}")
     sample = _prepare(sample)
     old_size = tf.cast(tf.shape(sample["image"])[:2], tf.float64)
@@ -378,7 +311,7 @@ def crop(sample, top, left, height, width):
     """
     for name, value, low in (("top", top, 0), ("left", left, 0), ("height", height, 1),
                              ("width", width, 1)):
-        if _is_real(value) and value < low:
+        if is_real(value) and value < low:
             raise ValueError(f"crop {name} must be >= {low}, got {value}")
     sample = _prepare(sample)
     image = sample["image"][top:top + height, left:left + width, :]
