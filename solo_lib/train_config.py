@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Literal, get_args
 
 from solo_lib.data.augment_config import AugmentConfig
 from solo_lib.errors import ConfigError
 
 RESETTABLE = ("category_out", "kernel_out")  # the head's two output layers (solo_lib.model.head)
+Optimizer = Literal["sgd", "adam"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +79,7 @@ class TrainConfig:
     batch_size: int = 16
     accumulate_steps: int = 1
     steps_per_epoch: int | None = None
-    optimizer: str = "sgd"
+    optimizer: Optimizer = "sgd"
     learning_rate: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -105,8 +107,8 @@ class TrainConfig:
 
     def __post_init__(self):
         problems = []
-        if self.optimizer not in ("sgd", "adam"):
-            problems.append(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.optimizer not in get_args(Optimizer):
+            problems.append(f"optimizer must be one of {', '.join(get_args(Optimizer))}, got {self.optimizer!r}")
         if self.short_sides is not None:
             object.__setattr__(self, "short_sides", tuple(self.short_sides))
             if not self.short_sides or not all(isinstance(v, int) and v >= 32 for v in self.short_sides):
@@ -199,3 +201,13 @@ class TrainConfig:
                       pretrained=str(PRETRAINED_SHAPES))
         params.update(overrides)
         return cls.overfit_sample(epochs=epochs, **params)
+
+
+# The named recipes, for ``python -m solo_lib train --recipe NAME``: each returns the full
+# configuration that its options then override.
+RECIPES = {
+    "paper_1x": TrainConfig,
+    "paper_3x": TrainConfig.paper_3x,
+    "overfit_sample": TrainConfig.overfit_sample,
+    "overfit_real_photos": TrainConfig.overfit_real_photos,
+}

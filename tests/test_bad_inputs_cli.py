@@ -21,6 +21,7 @@ import keras
 import pytest
 
 from solo_lib import __main__ as cli
+from solo_lib import commands
 from solo_lib import checkpoints as checkpoints_module
 from solo_lib import train as train_module
 from solo_lib.data.coco import CocoDataset, load_sample_dataset, sample_dataset_paths
@@ -326,10 +327,10 @@ def test_predict_and_evaluate_refuse(world, args, wants, capsys, monkeypatch):
 
 def test_predict_takes_class_names_from_the_checkpoint(world):
     model = load_checkpoint(world["paths"]["ckpt"])
-    assert cli._class_names(model, None) == ["disc", "block", "leaf", "star"]
-    assert cli._class_names(model, "a, b,c,d") == ["a", "b", "c", "d"]
+    assert commands._class_names(model, None) == ["disc", "block", "leaf", "star"]
+    assert commands._class_names(model, "a, b,c,d") == ["a", "b", "c", "d"]
     old = load_checkpoint(world["paths"]["crafted"] / "no_class_names.keras")
-    assert cli._class_names(old, None) == ["0", "1", "2", "3"]
+    assert commands._class_names(old, None) == ["0", "1", "2", "3"]
 
 
 # -- checkpoints ------------------------------------------------------------------------------
