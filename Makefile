@@ -1,6 +1,6 @@
 # solo-course: two commands on a fresh machine.
 #   make lab    create .venv if needed, install the pinned requirements, open JupyterLab on notebooks/
-#   make test   the same bootstrap, then unit tests, strict nbval on every notebook, and the widget
+#   make test   the same bootstrap plus the test tools, then unit tests, strict nbval on every notebook, and the widget
 #               notebooks in JupyterLab in headless Chromium (tests/browser; skipped, saying why,
 #               when /usr/bin/chromium is missing)
 #   make bench  the benchmark suite (bench/): a table on stdout, figures in bench/results.json
@@ -8,7 +8,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.solo-course-installed
+# Two installs, each remembered by a stamp file: what a learner needs (requirements.txt, solo_lib
+# editable) and what the tests add (requirements-test.txt). The test stamp depends on the learner's, so
+# a test run after `make lab`, or after requirements.txt changed, installs the test tools (again).
+STAMP      := $(VENV)/.solo-course-installed
+TEST_STAMP := $(VENV)/.solo-course-test-installed
 
 # The same environment for the learner's kernel and for CI, so committed outputs match both:
 # TensorFlow's C++ logging off, headless plots, and TensorFlow's oneDNN CPU kernels on. TensorFlow
@@ -26,7 +30,7 @@ NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_san
 # Arguments for python -m bench, e.g. make bench BENCH_ARGS="targets nms --quick"
 BENCH_ARGS ?=
 
-.PHONY: venv lab test demo demo-real unit nbval browser notebooks data bench clean help
+.PHONY: venv venv-test lab test demo demo-real unit nbval browser notebooks data bench clean help
 help:
 	@echo "make lab        open the course in JupyterLab (bootstraps .venv)"
 	@echo "make test       unit tests + strict nbval on every notebook + browser tests (bootstraps .venv)"
@@ -41,6 +45,8 @@ help:
 
 venv: $(STAMP)
 
+venv-test: $(TEST_STAMP)
+
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -49,13 +55,17 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python scripts/install_kernel.py
 	@touch $(STAMP)
 
+$(TEST_STAMP): $(STAMP) requirements-test.txt
+	$(BIN)/python -m pip install --quiet -r requirements-test.txt
+	@touch $(TEST_STAMP)
+
 lab: venv
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
 # ruff check: lint first (rules in pyproject.toml), so a style slip fails in seconds, not after the tests.
 # -rs: a skipped test says why in the summary (e.g. the browser tests without Chromium);
 # --durations=30: the slowest tests, to keep the CI budget in view.
-test: venv
+test: venv-test
 	$(BIN)/ruff check .
 	$(NB_ENV) $(BIN)/python -m pytest -rs --durations=30 tests notebooks $(NBVAL_FLAGS)
 
@@ -65,13 +75,13 @@ demo: venv
 demo-real: venv
 	MPLBACKEND=Agg $(BIN)/python -m solo_lib demo --real --out outputs/real
 
-unit: venv
+unit: venv-test
 	$(NB_ENV) $(BIN)/python -m pytest -m "not browser" tests
 
-nbval: venv
+nbval: venv-test
 	$(NB_ENV) $(BIN)/python -m pytest notebooks $(NBVAL_FLAGS)
 
-browser: venv
+browser: venv-test
 	$(BIN)/python -m pytest -rs tests/browser
 
 notebooks: venv
@@ -83,7 +93,7 @@ notebooks: venv
 data: venv
 	$(BIN)/python scripts/make_sample_data.py data/sample_coco
 
-bench: venv
+bench: venv-test
 	$(NB_ENV) $(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

@@ -27,6 +27,7 @@ from solo_lib.data.coco import CocoDataset, load_sample_dataset, sample_dataset_
 from solo_lib.data.labelme import convert_labelme
 from solo_lib.evaluate import evaluate_model
 from solo_lib.inference import predict
+from solo_lib.resources import pretrained_shapes, sample_model_dir
 from solo_lib.train import train
 from solo_lib.train_config import TrainConfig
 
@@ -112,10 +113,11 @@ def run_demo(out_dir: str | Path = "outputs", epochs: int | None = None, dataset
     return results
 
 
-SAMPLE_MODEL = Path(__file__).resolve().parents[1] / "data" / "sample_model"
+# data/sample_model, or solo_lib/_data/sample_model in an installed wheel (solo_lib.resources).
+SAMPLE_MODEL = sample_model_dir()
 # The tiny preset pretrained on 192 synthetic images that are not the sample's (scripts/pretrain_shapes.py):
 # notebook 08 fine-tunes it. Load it with TrainConfig(pretrained=...) or solo_lib.checkpoints.load_pretrained.
-PRETRAINED_SHAPES = SAMPLE_MODEL.parent / "pretrained" / "tiny_shapes.weights.h5"
+PRETRAINED_SHAPES = pretrained_shapes()
 
 
 def load_sample_model():
