@@ -74,6 +74,6 @@ def environment_report(env: Environment | None = None) -> str:
         lines.append("No GPU: everything runs on the CPU (the course is sized for that)")
     if env.missing:
         lines.append(f"Missing packages: {', '.join(env.missing)}; run `make lab` or `pip install -r requirements.txt`")
-    if sys.version_info < (3, 10):
-        lines.append("Python 3.10 or newer is required")
+    if sys.version_info < (3, 11):
+        lines.append("Python 3.11 or newer is required (the pinned numpy, Keras, matplotlib and Pillow need it)")
     return "\n".join(lines)
