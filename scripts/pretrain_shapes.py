@@ -30,7 +30,7 @@ from solo_lib.data import augment as aug
 from solo_lib.data.coco import CocoDataset, load_sample_dataset
 from solo_lib.evaluate import evaluate_model
 from solo_lib.inference import predict
-from solo_lib.checkpoints import save_weights_only
+from solo_lib.pretrained import save_weights_only
 from solo_lib.train import loss_curves, train
 from solo_lib.train_config import TrainConfig
 

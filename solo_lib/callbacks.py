@@ -20,7 +20,6 @@ from solo_lib.data.coco import CocoDataset
 from solo_lib.distributed import is_chief
 from solo_lib.errors import TrainingError
 from solo_lib.evaluate import evaluate_model
-from solo_lib.inference import predict
 
 
 class EpochCounter(keras.callbacks.Callback):
@@ -48,7 +47,16 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss, before any checkpoint can save it."""
+    """Stops training at the first non-finite loss, before any checkpoint can save it.
+
+    Keras' ``keras.callbacks.TerminateOnNaN`` does the same check, but by default only sets
+    ``model.stop_training`` and prints a line: ``fit`` returns as if training had ended, after the
+    end-of-epoch callbacks have run, so :class:`EpochCheckpoint` may save the non-finite weights. With
+    ``raise_error=True`` it raises a bare ``RuntimeError`` that names only the batch index within
+    the epoch. This one raises :class:`~solo_lib.errors.TrainingError`, which the command line
+    turns into a one-line error and exit code, naming the epoch, the batch and the optimizer step,
+    and saying what to try (a test checks the message).
+    """
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -73,6 +81,12 @@ class ProgressBar(keras.callbacks.Callback):
     training ends. When a callback such as :class:`MaskAPCurve` stops training early, the bar ends
     where training ended and says so (a notebook bar closed short of its total is drawn red, as if
     training had failed).
+
+    ``tqdm.keras.TqdmCallback`` (tqdm 4.70) does not do these: it shows one bar over epochs plus
+    a batch bar for the current epoch (``verbose=1``, the batch bar reset every epoch) or a new
+    batch bar per epoch (``verbose=2``), it creates its bars when it is constructed rather than when
+    training starts, and a run stopped early leaves its epoch bar closed short of its total (red in
+    a notebook).
     """
 
     def __init__(self, steps: int, epochs: int):
@@ -144,7 +158,7 @@ class MaskAPCurve(keras.callbacks.Callback):
         if done % self.every and done != self.params["epochs"]:  # params: set by fit (epochs, steps per epoch)
             return
         # No evaluation bar: it would interleave with the training bar and the log.
-        result, _ = evaluate_model(self.model, self.dataset, self.model.config, predict, progress=False)
+        result, _ = evaluate_model(self.model, self.dataset, progress=False)  # predict, with the model's config
         point = {"epoch": done, "steps": done * self.params["steps"], "train_seconds": round(self.seconds, 1),
                  "loss": round(float(logs["loss"]), 4), "mask_ap": round(result.ap, 4),
                  "mask_ap50": round(result.ap50, 4)}

@@ -1,5 +1,9 @@
 """COCO mask AP with ``pycocotools.cocoeval.COCOeval`` (notebook 11).
 
+One module past ~300 lines, because it is one idea, mask AP from predictions to numbers: COCO
+results, the checks that keep COCOeval from silently ignoring them, COCOeval itself, and
+:func:`greedy_match`, an independent formulation of its matching (exercise 11c).
+
 COCO scores instance segmentation by mask IoU. A prediction is a *result*: one dict per
 predicted instance, ``{"image_id", "category_id", "segmentation", "score"}``, where the
 segmentation is a compressed RLE and ``category_id`` is the ORIGINAL COCO id (1..90 with gaps
@@ -32,7 +36,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
-from solo_lib.data.coco import CategoryMap, CocoDataset
+from solo_lib.data.coco import CocoDataset
+from solo_lib.data.coco_file import CategoryMap
 from solo_lib.data.segmentation import check_rle, is_finite, is_int
 from solo_lib.errors import EXAMPLES, DatasetError, DatasetWarning
 from solo_lib.files import write_text_atomically
@@ -301,18 +306,23 @@ def progress_disabled() -> bool:
     return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false")
 
 
-def evaluate_model(model, dataset: CocoDataset, config, predict_fn: PredictFn,
+def evaluate_model(model, dataset: CocoDataset, config=None, predict_fn: PredictFn | None = None,
                    image_ids=None, *, progress: bool = True) -> tuple[EvalResult, list[dict]]:
     """Runs ``predict_fn`` on every image and scores the predictions with :func:`evaluate_segm`.
+
+    ``evaluate_model(model, dataset)`` evaluates a SOLOv2 model as :func:`solo_lib.inference.predict`
+    sees it, with its own configuration.
 
     Args:
         model: passed through to ``predict_fn``.
         dataset: the images and their ground truth.
-        config: passed through to ``predict_fn`` (a ``SOLOConfig``).
+        config: passed through to ``predict_fn`` (a ``SOLOConfig``); default ``model.config``
+            (None for a model without one).
         predict_fn: ``predict_fn(model, image, config) -> {"masks", "labels", "scores"}`` with
             ``image`` ``(H, W, 3)`` uint8 and ``(K, H, W)`` binary masks at the image's size,
-            ``(K,)`` contiguous labels and ``(K,)`` scores (numpy or tensors). Injected, so this
-            module does not depend on the inference code.
+            ``(K,)`` contiguous labels and ``(K,)`` scores (numpy or tensors); default
+            :func:`solo_lib.inference.predict`, imported only when it is used, so that this module
+            (and scoring another predictor's output) does not load TensorFlow.
         image_ids: the images to evaluate (default: all).
         progress: show a progress bar over the images (unless ``TQDM_DISABLE`` is set); callers
             that draw their own bar, such as training's ``MaskAPCurve``, pass False.
@@ -325,6 +335,10 @@ def evaluate_model(model, dataset: CocoDataset, config, predict_fn: PredictFn,
             same ones in another label order (``solo_lib.model.solov2.check_classes``).
         ValueError: ``predict_fn`` returned masks of another size than the image.
     """
+    if config is None:
+        config = getattr(model, "config", None)
+    if predict_fn is None:
+        from solo_lib.inference import predict as predict_fn
     if hasattr(getattr(model, "config", None), "num_classes"):  # a SOLOv2 (other models: not checked)
         from solo_lib.model.solov2 import check_classes
 

@@ -1,5 +1,9 @@
 """Export: the whole of inference as one graph that runs without ``solo_lib`` (notebook 12).
 
+One module past ~300 lines, because it is one idea: writing the graph in each format, and running a
+written export in a fresh process to compare it with ``predict`` (:func:`run_standalone`,
+:func:`compare_instances`), which is what shows that an export works without ``solo_lib``.
+
 ``solo_lib.inference.predict`` runs in Python: it resizes and pads the image in numpy and
 TensorFlow, calls the network, then post-processes. A phone or a server wants one self-contained
 graph instead, that takes an image and returns instances. :func:`serving_function` is that graph:

@@ -23,8 +23,11 @@ Before the network, :func:`preprocess` resizes the image to the model's ``image_
 it to the canvas of its orientation, exactly as the training pipeline does
 (``solo_lib.geometry``), so every grid cell covers the same part of the image as in training.
 
-Everything is tensor code without Python branching on values (an image with no detection flows
-through as zero-size tensors), so ``postprocess`` also runs inside ``tf.function``.
+Steps 1-7 are :func:`instances`: tensor code without Python branching on values (an image with no
+detection flows through as zero-size tensors), so it runs inside ``tf.function`` and is what
+``solo_lib.export`` puts in the exported graph. :func:`postprocess` is its eager front: it checks the
+canvas against the network outputs, runs :func:`instances` and returns numpy arrays, always;
+:func:`predict` is the whole of inference for one image.
 """
 
 from __future__ import annotations
@@ -104,11 +107,16 @@ def postprocess(outputs, config: SOLOConfig, image_size, canvas_size, *, index=0
     Returns:
         dict of numpy arrays, sorted by score (highest first): ``masks`` ``(K, H0, W0)`` uint8 in
         {0, 1}, ``labels`` ``(K,)`` int32, ``scores`` ``(K,)`` float32; K = 0 if nothing passes.
-        Inside ``tf.function`` the same dict holds tensors.
 
     Raises:
         ValueError: the canvas does not match the mask feature or the image does not fit it.
+        RuntimeError: called inside ``tf.function``, where there are no numpy arrays to return:
+            call :func:`instances` there, as ``solo_lib.export`` does.
     """
+    if not tf.executing_eagerly():
+        raise RuntimeError("postprocess returns numpy arrays and runs eagerly; inside tf.function call "
+                           "solo_lib.inference.instances(category, kernel, mask_feature, config, image_size), "
+                           "which returns the same dict as tensors")
     c = config
     image_size = tuple(int(v) for v in image_size)
     original_size = image_size if original_size is None else tuple(int(v) for v in original_size)
@@ -123,14 +131,13 @@ def postprocess(outputs, config: SOLOConfig, image_size, canvas_size, *, index=0
 
     result = instances(outputs["category"][index:index + 1], outputs["kernel"][index:index + 1], feature, c,
                        image_size, original_size if original_size != image_size else None)
-    # Numpy arrays for the caller; inside tf.function (graph mode) the tensors themselves.
-    return {k: v.numpy() for k, v in result.items()} if tf.executing_eagerly() else result
+    return {k: v.numpy() for k, v in result.items()}
 
 
 def instances(category, kernel, feature, config: SOLOConfig, image_size, original_size=None) -> dict:
-    """Steps 1-7 of the module docstring for one image, in TensorFlow ops only: what
-    :func:`postprocess` runs after its checks, and what ``solo_lib.export`` puts in the exported
-    graph, where the sizes are known only when an image arrives.
+    """Steps 1-7 of the module docstring for one image, in TensorFlow ops only, eager or inside
+    ``tf.function``: what :func:`postprocess` runs after its checks, and what ``solo_lib.export``
+    puts in the exported graph, where the sizes are known only when an image arrives.
 
     Args:
         category: ``(1, M, C)`` category logits; kernel: ``(1, M, E)``; feature: ``(1, h4, w4, E)``.

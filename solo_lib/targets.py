@@ -1,5 +1,9 @@
 """SOLOv2 training targets: which grid cells own which instance (notebook 04).
 
+One module past ~300 lines, because it is one idea: the grid assignment, the mask targets and their
+batching are one computation, from an image's masks to the tensors the losses read, taught whole in
+notebook 04.
+
 SOLO divides the input canvas into an S x S grid at every pyramid level (SOLO §3.1, SOLOv2 §3.1).
 A cell ``(i, j)`` (row i, column j) is *positive* for an instance when the instance's size falls in
 the level's scale range and the cell lies in the instance's *centre region*: the centre of mass
@@ -11,7 +15,7 @@ mask (mask branch).
 The rules follow the authors' code, ``solov2_target_single`` in WXinlong/SOLO
 (``mmdet/models/anchor_heads/solov2_head.py``; AdelaiDet's ``SOLOv2.get_ground_truth_single`` is
 the same), except that background is class ``C`` here (labels are ``0..C-1``, see
-``solo_lib.data.coco.CategoryMap``), boxes are the masks' tight boxes, and crowd regions are skipped.
+``solo_lib.data.coco_file.CategoryMap``), boxes are the masks' tight boxes, and crowd regions are skipped.
 
 Everything is numpy in, numpy out, for one image; the training pipeline calls
 :func:`image_targets` per image and stores the compact result (never one channel per cell).

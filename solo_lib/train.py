@@ -7,8 +7,8 @@ Keras: an SGD optimiser with global-norm clipping (``solo_lib.optim``), a ``Lear
 the callbacks of ``solo_lib.callbacks``.
 
 How to train is :class:`solo_lib.train_config.TrainConfig`; the optimiser is built by
-``solo_lib.optim.make_optimizer``. Checkpoints, the run folder and pretrained weights are
-``solo_lib.checkpoints``. Resuming follows
+``solo_lib.optim.make_optimizer``. Checkpoints and the run folder are ``solo_lib.checkpoints``,
+pretrained weights ``solo_lib.pretrained``. Resuming follows
 the original article's design: ``TrainConfig(load_previous_model=True, model_path=...)`` (or the
 newest checkpoint in ``checkpoint_dir`` when ``model_path`` is None).
 """
@@ -24,9 +24,8 @@ import tensorflow as tf
 
 from solo_lib import distributed
 from solo_lib.callbacks import EpochCheckpoint, EpochCounter, EpochLog, NonFiniteLossGuard, ProgressBar
-from solo_lib.checkpoints import (check_free_space, load_checkpoint, load_pretrained, prepare_output_dir,
-                                  pretrained_info, refuse_other_run, remove_checkpoints, remove_stale_temporaries,
-                                  resume_path)
+from solo_lib.checkpoints import (check_free_space, load_checkpoint, prepare_output_dir, refuse_other_run,
+                                  remove_checkpoints, remove_stale_temporaries, resume_path)
 from solo_lib.config import SOLOConfig
 from solo_lib.data import pipeline
 from solo_lib.data.coco import CocoDataset
@@ -35,10 +34,11 @@ from solo_lib.errors import ConfigError
 from solo_lib.memory import ReleaseFreedMemory
 from solo_lib.model.solov2 import build_model, check_classes
 from solo_lib.optim import make_optimizer
+from solo_lib.pretrained import load_pretrained, pretrained_info
 from solo_lib.train_config import TrainConfig
 
 
-def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, callbacks=(), log_every: int = 1,
+def train(model_config: SOLOConfig | None, cfg: TrainConfig, dataset: CocoDataset, *, callbacks=(), log_every: int = 1,
           progress: bool = True):
     """Trains (or resumes training of) a SOLOv2 model.
 
@@ -46,7 +46,9 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
     split across the replicas by Keras.
 
     Args:
-        model_config: the model to build (ignored when resuming: the checkpoint has its own).
+        model_config: the model to build. When resuming (``cfg.load_previous_model``), the
+            checkpoint's own configuration is used: pass None, or that same configuration
+            (anything else raises ConfigError rather than being silently ignored). A fresh run needs one.
         cfg: how to train.
         dataset: the training images: a ``CocoDataset``, or a ``ShardedDataset`` of TFRecord
             shards (``python -m solo_lib to-tfrecord``; ``in_memory`` does not apply to it).
@@ -60,8 +62,8 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
 
     Raises:
         TrainingError: a non-finite loss.
-        ConfigError: ``model_config`` differs from the resumed checkpoint's; the in-memory dataset
-            would exceed ``cfg.memory_budget_mb``.
+        ConfigError: ``model_config`` differs from the resumed checkpoint's, or is None for a fresh
+            run; the in-memory dataset would exceed ``cfg.memory_budget_mb``.
         CheckpointError: nothing to resume from, a damaged checkpoint, a checkpoint of other
             classes, a fresh run into a folder holding another run's checkpoints (without
             ``cfg.overwrite``), an output folder that cannot be written.
@@ -70,6 +72,9 @@ def train(model_config: SOLOConfig, cfg: TrainConfig, dataset: CocoDataset, *, c
     the resumed run then sees exactly the data order and augmentation the uninterrupted run
     would have (the same seeds, the batches already trained skipped).
     """
+    if model_config is None and not cfg.load_previous_model:
+        raise ConfigError("model_config is None, but a fresh run builds a model from it: pass a SOLOConfig "
+                          "(e.g. SOLOConfig.tiny(dataset.num_classes)), or resume with load_previous_model=True")
     steps = cfg.steps_per_epoch or pipeline.steps_per_epoch(dataset, cfg.batch_size)
     replicas = tf.distribute.get_strategy().num_replicas_in_sync  # the strategy train() is called in
     if cfg.batch_size % (cfg.accumulate_steps * replicas):

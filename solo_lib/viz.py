@@ -1,23 +1,20 @@
-"""Pictures and widget callbacks for the notebooks.
+"""Pictures of samples and predictions, and the widget callbacks of notebooks 03 and 04.
 
 Every widget callback here is a pure function of its arguments that returns a figure and the
-arrays it drew, so tests can call it and notebooks only wire sliders to it.
+arrays it drew, so tests can call it and notebooks only wire sliders to it. The palette and label
+placement every figure shares live in :mod:`solo_lib.viz_style`; figures of one notebook's topic
+in the ``solo_lib.viz_*`` modules. Slightly over ~300 lines: notebooks 00-04 and 08 call what is
+left here as ``viz.*`` (the instance drawing they all use, and the two explorers built on it).
 """
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.colors import to_rgb
 
-# One colour per class, the same in every notebook (matplotlib's colour-blind-safe tab10 order).
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#17becf")
+from solo_lib.viz_style import LABEL_GID, class_color, overlay_masks, separate_labels
 
-AUGMENTATIONS = ("none", "flip", "brightness", "scale", "crop", "random")
-
-# Group id of the class-name labels drawn by draw_instances, so separate_labels can find them.
-LABEL_GID = "instance-label"
+BACKGROUND = (0.85, 0.85, 0.85)  # light gray: the category map's background cells
 
 
 def setup_notebook(dpi: int = 80) -> None:
@@ -28,29 +25,6 @@ def setup_notebook(dpi: int = 80) -> None:
     set_matplotlib_formats("jpeg")
     plt.rcParams["figure.dpi"] = dpi
     plt.rcParams["savefig.dpi"] = dpi
-
-
-def class_color(label: int) -> tuple[float, float, float]:
-    """The RGB colour (floats in [0, 1]) of a class label."""
-    return to_rgb(PALETTE[int(label) % len(PALETTE)])
-
-
-def overlay_masks(image: np.ndarray, masks: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blends each instance mask into the image in its class colour.
-
-    Args:
-        image: ``(H, W, 3)`` uint8.
-        masks: ``(N, H, W)`` binary.
-        labels: ``(N,)`` class labels.
-        alpha: opacity of the masks.
-
-    Returns:
-        ``(H, W, 3)`` uint8; pixels under several masks take the last one's colour.
-    """
-    out = np.asarray(image, np.float32).copy()
-    for mask, label in zip(np.asarray(masks).astype(bool), np.asarray(labels)):
-        out[mask] = (1 - alpha) * out[mask] + alpha * 255.0 * np.array(class_color(label))
-    return out.clip(0, 255).astype(np.uint8)
 
 
 def draw_instances(ax, image, masks, labels, class_names, boxes=None, *, title=None, alpha=0.5):
@@ -83,55 +57,6 @@ def draw_instances(ax, image, masks, labels, class_names, boxes=None, *, title=N
         ax.set_title(title, fontsize=9)
 
 
-def separate_labels(fig, gap: float = 1.0) -> None:
-    """Moves the class-name labels of :func:`draw_instances` so none leaves its axes or covers another.
-
-    A label sits just above its box's top-left corner. A box at the top of the image would push it
-    into the axes title, and boxes with nearby corners stack their labels on top of each other.
-    Call this after the figure's layout is final (after ``tight_layout``): it measures the labels
-    in display pixels, pulls each one inside its axes, and moves it down below any label already
-    placed that it overlaps (in drawing order).
-
-    Args:
-        fig: a figure whose axes were drawn with :func:`draw_instances`.
-        gap: display pixels kept between a label and its neighbours or the axes' edge.
-    """
-    renderer = fig.canvas.get_renderer()
-    for ax in fig.axes:
-        labels = [t for t in ax.texts if t.get_gid() == LABEL_GID]
-        if not labels:
-            continue
-        ax.apply_aspect()  # an image's axes shrink to its aspect ratio only when drawn: do it now
-        frame = ax.get_window_extent(renderer)
-        to_data = ax.transData.inverted()
-        placed = []
-        for text in labels:
-            box = _label_extent(text, renderer)
-            dx = min(0.0, frame.x1 - gap - box.x1) + max(0.0, frame.x0 + gap - box.x0)  # keep it inside
-            dy = min(0.0, frame.y1 - gap - box.y1)  # below the top edge (display y grows upwards)
-            box = box.translated(dx, dy)
-            for _ in range(len(placed) + 1):  # each step clears one overlap; a clear spot is found in time
-                hit = next((other for other in placed if box.overlaps(other)), None)
-                if hit is None or box.y0 - (box.y1 - hit.y0 + gap) < frame.y0:
-                    break  # free, or no room left below: leave it
-                shift = box.y1 - hit.y0 + gap
-                box = box.translated(0.0, -shift)
-                dy -= shift
-            if dx or dy:
-                x, y = ax.transData.transform(text.get_position())
-                text.set_position(to_data.transform((x + dx, y + dy)))
-            placed.append(box)
-
-
-def _label_extent(text, renderer):
-    """Display-pixel extent of a label including its coloured background box."""
-    patch = text.get_bbox_patch()
-    if patch is not None:
-        text.update_bbox_position_size(renderer)
-        return patch.get_window_extent(renderer)
-    return text.get_window_extent(renderer)
-
-
 def show_samples(samples, *, class_names=None, ncols: int = 4, size: float = 3.0, titles=None):
     """A grid of samples with their instances.
 
@@ -161,9 +86,25 @@ def show_samples(samples, *, class_names=None, ncols: int = 4, size: float = 3.0
     return fig
 
 
-def legend_handles(class_names):
-    """Legend patches, one per class, in the class palette."""
-    return [plt.Rectangle((0, 0), 1, 1, color=class_color(i), label=name) for i, name in enumerate(class_names)]
+def legend_patch(color, label: str):
+    """One legend entry: a square of ``color`` named ``label``."""
+    return plt.Rectangle((0, 0), 1, 1, color=color, label=label)
+
+
+def legend_handles(class_names, labels=None):
+    """Legend patches in the class palette: one per class, or one per label in ``labels``."""
+    labels = range(len(class_names)) if labels is None else labels
+    return [legend_patch(class_color(c), class_names[c]) for c in labels]
+
+
+def augmentation_choices() -> tuple[str, ...]:
+    """The transforms notebook 03's explorer offers: ``"none"``, each registered augmentation that
+    has a preview (:mod:`solo_lib.data.augment_registry`), in registration order, and ``"random"``
+    (the whole :func:`~solo_lib.data.augment.augment`)."""
+    from solo_lib.data import augment  # noqa: F401  (registers the built-in augmentations)
+    from solo_lib.data.augment_registry import registered_augmentations
+
+    return ("none", *(a.name for a in registered_augmentations() if a.preview is not None), "random")
 
 
 def augmentation_view(sample: dict, class_names, transform: str = "random", amount: float = 0.5, seed: int = 0):
@@ -172,35 +113,31 @@ def augmentation_view(sample: dict, class_names, transform: str = "random", amou
     Args:
         sample: a sample dict (see ``solo_lib.data.augment``).
         class_names: names indexed by label.
-        transform: one of :data:`AUGMENTATIONS`.
-        amount: strength in [0, 1]: brightness shift (``2 * amount - 1`` of 255), scale factor
-            (``0.5 + amount``), crop window side (``1 - 0.7 * amount`` of the image, at the
-            seeded offset); ignored by ``flip`` and ``none``.
+        transform: one of :func:`augmentation_choices`.
+        amount: strength in [0, 1], read by the augmentation's preview: for the built-ins the
+            brightness shift (``2 * amount - 1`` of 255), the scale factor (``0.5 + amount``), the
+            crop window side (``1 - 0.7 * amount`` of the image, at the seeded offset); ignored by
+            ``flip`` and ``none``.
         seed: seed of the random choices (crop offset, ``random``).
 
     Returns:
         ``(figure, augmented)``: the figure and the augmented sample as numpy arrays.
     """
-    from solo_lib.data import augment as aug
+    from solo_lib.data.augment import augment
+    from solo_lib.data.augment_config import AugmentConfig
+    from solo_lib.data.augment_registry import registered_augmentations
 
-    if transform not in AUGMENTATIONS:
-        raise ValueError(f"transform must be one of {AUGMENTATIONS}, got {transform!r}")
+    choices = augmentation_choices()
+    if transform not in choices:
+        raise ValueError(f"transform must be one of {choices}, got {transform!r}")
     src = _to_numpy(sample)
     if transform == "none":
         out = src
-    elif transform == "flip":
-        out = aug.horizontal_flip(src)
-    elif transform == "brightness":
-        out = aug.adjust_brightness(src, 2.0 * amount - 1.0)
-    elif transform == "scale":
-        out = aug.rescale(src, 0.5 + amount)
-    elif transform == "crop":
-        h, w = src["image"].shape[:2]
-        ch, cw = max(1, round(h * (1 - 0.7 * amount))), max(1, round(w * (1 - 0.7 * amount)))
-        rng = np.random.default_rng(seed)
-        out = aug.crop(src, int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw)
+    elif transform == "random":
+        out = augment(src, seed=[seed, 0], config=AugmentConfig(crop_size=(160, 160)))
     else:
-        out = aug.augment(src, seed=[seed, 0], config=aug.AugmentConfig(crop_size=(160, 160)))
+        preview = next(a.preview for a in registered_augmentations() if a.name == transform)
+        out = preview(src, amount, seed)
     out = _to_numpy(out)
     fig, axes = plt.subplots(1, 2, figsize=(8, 4))
     draw_instances(axes[0], src["image"], src["masks"], src["labels"], class_names, src["boxes"],
@@ -237,7 +174,7 @@ def augmentation_explorer(dataset):
     return widgets.interactive(
         show,
         index=widgets.IntSlider(0, 0, len(dataset) - 1, description="image"),
-        transform=widgets.Dropdown(options=AUGMENTATIONS, value="flip", description="transform"),
+        transform=widgets.Dropdown(options=augmentation_choices(), value="flip", description="transform"),
         amount=widgets.FloatSlider(0.5, min=0.0, max=1.0, step=0.05, description="amount"),
         seed=widgets.IntSlider(0, 0, 20, description="seed"),
     )
@@ -316,7 +253,7 @@ def grid_view(sample, config, level: int = 0, instance: int = 0):
     ax.set_title(title, fontsize=9)
 
     category = targets.category
-    rgb = np.full((grid, grid, 3), 0.85)  # background: light gray
+    rgb = np.full((grid, grid, 3), BACKGROUND)
     for label in np.unique(category[category < config.num_classes]):
         rgb[category == label] = class_color(label)
     ax_map.imshow(rgb, extent=(0, grid, grid, 0))
@@ -325,8 +262,7 @@ def grid_view(sample, config, level: int = 0, instance: int = 0):
     ax_map.grid(which="minor", color="white", lw=0.5)
     ax_map.tick_params(which="both", length=0, labelsize=7)
     present = [int(c) for c in np.unique(category) if c < config.num_classes]
-    handles = [plt.Rectangle((0, 0), 1, 1, color=class_color(c), label=names[c]) for c in present]
-    handles.append(plt.Rectangle((0, 0), 1, 1, color=(0.85,) * 3, label="background"))
+    handles = [*legend_handles(names, present), legend_patch(BACKGROUND, "background")]
     fig.legend(handles=handles, loc="lower right", ncol=len(handles), fontsize=8, frameon=False)
     ax_map.set_title(f"category map {grid}x{grid}: {int((category < config.num_classes).sum())} "
                      f"positive cells, {len(targets.cells)} (cell, instance) pairs", fontsize=9)
@@ -403,61 +339,3 @@ def draw_predictions(ax, image, result, class_names, score_thr=0.0, *, title=Non
     if title:
         ax.set_title(title, fontsize=9)
     return shown
-
-
-def nms_view(image, outputs, config, class_names, *, kernel="gaussian", sigma=2.0, update_thr=0.05, score_thr=0.1):
-    """Callback of notebook 10's explorer: the same network outputs, post-processed with the
-    chosen Matrix NMS settings. ``sigma = 0`` (gaussian) decays nothing: that is "no NMS".
-
-    Args:
-        image: ``(H, W, 3)`` uint8, the image the outputs were computed on (before
-            ``solo_lib.inference.preprocess`` resized and padded it).
-        outputs: the model's outputs for that one canvas.
-        config: the model's ``SOLOConfig``.
-        class_names: names indexed by label.
-        kernel: ``"gaussian"`` or ``"linear"``.
-        sigma: gaussian decay strength (the code convention: 2.0 = the paper's 0.5).
-        update_thr: scores below this after the decay are dropped.
-        score_thr: category score threshold before NMS.
-
-    Returns:
-        ``(figure, result)`` with result the post-processed masks, labels and scores.
-    """
-    from solo_lib.geometry import input_geometry
-    from solo_lib.inference import postprocess
-
-    cfg = config.replace(nms_kernel=kernel, nms_sigma=sigma, update_thr=update_thr, score_thr=score_thr)
-    canvas = (outputs["mask_feature"].shape[1] * cfg.mask_stride, outputs["mask_feature"].shape[2] * cfg.mask_stride)
-    resized, _ = input_geometry(image.shape[0], image.shape[1], cfg.image_scale)
-    result = postprocess(outputs, cfg, resized, canvas, original_size=image.shape[:2])
-    fig, ax = plt.subplots(figsize=(5, 5))
-    draw_predictions(ax, image, result, class_names,
-                     title=f"{kernel}, sigma {sigma:g}, keep >= {update_thr:g}, score > {score_thr:g}: "
-                           f"{len(result['labels'])} masks")
-    return fig, result
-
-
-def nms_explorer(model, image, class_names):
-    """ipywidgets explorer over :func:`nms_view`; children: kernel, sigma, update_thr, score_thr.
-
-    The network runs once; each change only re-runs the post-processing.
-    """
-    import ipywidgets as widgets
-
-    from solo_lib.inference import preprocess
-
-    outputs = model(preprocess(image, model.config)[0], training=False)
-
-    def show(kernel="gaussian", sigma=2.0, update_thr=0.05, score_thr=0.1):
-        fig, result = nms_view(image, outputs, model.config, class_names, kernel=kernel, sigma=sigma,
-                               update_thr=update_thr, score_thr=score_thr)
-        plt.show()
-        return result
-
-    return widgets.interactive(
-        show,
-        kernel=widgets.Dropdown(options=("gaussian", "linear"), value="gaussian", description="kernel"),
-        sigma=widgets.FloatSlider(2.0, min=0.0, max=8.0, step=0.5, description="sigma"),
-        update_thr=widgets.FloatSlider(0.05, min=0.0, max=0.5, step=0.01, description="keep >="),
-        score_thr=widgets.FloatSlider(0.1, min=0.02, max=0.5, step=0.01, description="score >"),
-    )

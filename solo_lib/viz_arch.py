@@ -1,6 +1,11 @@
 """Pictures of the architecture: the whole SOLOv2 network with its tensor shapes (notebook 00), and
 the small "you are here" map at the top of notebooks 04-12.
 
+One module past ~300 lines, for two pictures of one pipeline: the network's diagram, most of whose
+length is the layout of its boxes (:func:`draw_architecture`), and the course map that every
+notebook from 04 on draws as ``viz_arch.you_are_here``; moving the map elsewhere would change the
+code of those notebooks for a module of 60 lines.
+
 The shapes in the big picture are not typed in: :func:`architecture_shapes` traces the model's own
 layers (backbone, FPN, head, mask feature branch, dynamic convolution and post-processing) on a
 canvas of the model's configuration and reads the shape of every stage from the traced graph, so
@@ -74,7 +79,7 @@ def _trace_stages(model, canvas):
     """
     import tensorflow as tf
 
-    from solo_lib.inference import category_scores, postprocess
+    from solo_lib.inference import category_scores, instances
     from solo_lib.model.dynamic import dynamic_conv, gather_kernels
     from solo_lib.model.solov2 import head_inputs, normalize_images, split_levels
 
@@ -98,7 +103,8 @@ def _trace_stages(model, canvas):
         shapes["mask_feature"] = outputs["mask_feature"].shape
         shapes["point_nms"] = category_scores(outputs["category"], config.grid_sizes).shape
         shapes["masks"] = dynamic_conv(outputs["mask_feature"], gather_kernels(outputs["kernel"], cells)).shape
-        result = postprocess(outputs, config, canvas, canvas)
+        # Post-processing as a graph (postprocess itself returns numpy, eagerly): the image fills the canvas.
+        result = instances(outputs["category"], outputs["kernel"], outputs["mask_feature"], config, canvas)
         shapes["instances"] = result["masks"].shape
         return result["masks"]
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from solo_lib.geometry import grid_cell, input_geometry, on_canvas, round_up
 from solo_lib.targets import assign_grid_cells, instance_geometry
-from solo_lib.viz import class_color
+from solo_lib.viz_style import class_color
 
 
 def _centre_cells(mask: np.ndarray, canvas: tuple[int, int], grid_sizes) -> list[tuple[int, int]]:

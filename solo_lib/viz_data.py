@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.patches import Polygon
 from matplotlib.ticker import MaxNLocator
 
-from solo_lib.viz import PALETTE, class_color
+from solo_lib.viz_style import PALETTE, class_color
 
 
 def object_sizes(datasets) -> np.ndarray:
@@ -137,7 +137,7 @@ def draw_labelme_file(ax, json_path, class_names, *, region=None) -> list[dict]:
         One dict per shape, in file order: ``label``, ``group_id``, ``points`` ``(P, 2)`` (x, y) as
         drawn, ``patch`` (the matplotlib Polygon) and ``tag`` (the text drawn beside it).
     """
-    from solo_lib.data.coco import read_json
+    from solo_lib.data.coco_file import read_json
     from solo_lib.data.images import load_rgb_image
     from solo_lib.data.labelme import IGNORE_LABEL, shape_to_polygon
 

@@ -16,7 +16,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 
 from solo_lib.evaluate import evaluate_segm, greedy_match
-from solo_lib.viz import class_color, draw_predictions
+from solo_lib.viz import draw_predictions
+from solo_lib.viz_style import class_color
 
 # How a threshold's curve is drawn: IoU 0.5 solid, 0.75 dashed, others dotted.
 _LINESTYLES = {0.5: "-", 0.75: "--"}

@@ -1,5 +1,8 @@
 """A trained SOLOv2 model inspected cell by cell (notebook 10, "Inside a trained model").
 
+One module past ~300 lines, because it is one idea: one network run on one image, inspected cell by
+cell; each figure draws exactly one of the results computed here, so they stay beside them.
+
 SOLOv2 (arXiv 2003.10152, §3) splits instance segmentation into two questions asked of every grid
 cell of every pyramid level: *what* is centred here (the category branch, S x S x C scores) and
 *which pixels* belong to it (the kernel branch: one 1 x 1 kernel G per cell, applied to the unified
@@ -23,7 +26,8 @@ import numpy as np
 from matplotlib.patches import Rectangle
 
 from solo_lib.config import SOLOConfig
-from solo_lib.viz import class_color, legend_handles
+from solo_lib.viz import legend_handles
+from solo_lib.viz_style import class_color
 
 
 @dataclass(frozen=True)

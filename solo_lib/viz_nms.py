@@ -1,5 +1,9 @@
 """Suppression you can see: Matrix NMS drawn step by step (notebook 10, SOLOv2 §3.3).
 
+One module past ~300 lines, because it is one idea: the figures of notebook 10's Matrix NMS section
+and the numpy decay table they draw, which is also the independent formulation that tests check
+``solo_lib.nms.matrix_nms`` against.
+
 ``postprocess`` (:mod:`solo_lib.inference`) hides the candidates that Matrix NMS decays: a
 duplicate keeps a lower score and is painted under the mask it repeats. These functions take the
 candidates *before* Matrix NMS apart:
@@ -24,7 +28,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Patch, Rectangle
 
-from solo_lib.viz import class_color
+from solo_lib.viz_style import class_color
 
 KEPT_TITLE = "black"  # title colour of a candidate whose decayed score passes the threshold
 DROPPED_TITLE = "#7f7f7f"  # ... and of one that falls below it (grey: red is a class colour)

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from solo_lib.evaluate import greedy_match
-from solo_lib.viz import class_color
+from solo_lib.viz_style import class_color
 from solo_lib.viz_eval import _iou_matrix
 
 

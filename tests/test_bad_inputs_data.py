@@ -21,8 +21,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from solo_lib.__main__ import main
-from solo_lib.data.coco import CocoDataset, check_rle, load_rgb_image, rle_counts_from_string
+from solo_lib.data.coco import CocoDataset
+from solo_lib.data.images import load_rgb_image
 from solo_lib.data.labelme import convert_labelme, convert_labelme_dir, read_labels_file, write_coco_json
+from solo_lib.data.segmentation import check_rle, rle_counts_from_string
 from solo_lib.errors import DatasetError, DatasetWarning
 from solo_lib.evaluate import encode_masks, evaluate_segm
 

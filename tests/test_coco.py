@@ -7,7 +7,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from solo_lib.data.coco import CategoryMap, CocoDataset, boxes_from_masks, decode_segmentation, load_sample_dataset
+from solo_lib.data.coco import CocoDataset, boxes_from_masks, load_sample_dataset
+from solo_lib.data.coco_file import CategoryMap
+from solo_lib.data.segmentation import decode_segmentation
 from solo_lib.errors import DatasetError, DatasetWarning
 
 

@@ -23,9 +23,9 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from solo_lib.data import coco_index
-from solo_lib.data.coco import CocoDataset, decode_segmentation
+from solo_lib.data.coco import CocoDataset
 from solo_lib.data.polygon_text import _parse_numbers, read_polygon_texts
-from solo_lib.data.segmentation import _rle_counts_loop, rle_counts_from_string
+from solo_lib.data.segmentation import _rle_counts_loop, decode_segmentation, rle_counts_from_string
 from solo_lib.errors import DatasetError
 
 CATEGORIES = [{"id": i, "name": f"class {i}"} for i in (1, 2, 5, 90)]

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from solo_lib.data.coco import CocoDataset, decode_segmentation, load_sample_dataset
+from solo_lib.data.coco import CocoDataset, load_sample_dataset
+from solo_lib.data.segmentation import decode_segmentation
 from solo_lib.errors import DatasetError, DatasetWarning
 from solo_lib.evaluate import (encode_masks, evaluate_model, evaluate_segm, predictions_to_coco_results,
                                write_results_json)
@@ -103,6 +104,30 @@ def test_evaluate_model_runs_predict_fn_on_every_image(val, monkeypatch, capsys)
 
     with pytest.raises(ValueError, match=r"image id \d+: predict_fn returned masks of shape \(1, 8, 8\)"):
         evaluate_model(None, val, None, wrong_size)
+
+
+def test_evaluate_model_defaults_to_predict_with_the_models_config(val, monkeypatch):
+    """``evaluate_model(model, dataset)``: predict_fn is solo_lib.inference.predict, config model.config."""
+    import solo_lib.inference
+
+    calls = []
+
+    def recording_predict(model, image, config):
+        calls.append((model, config, image.shape))
+        return {"masks": np.zeros((0, *image.shape[:2]), np.uint8), "labels": np.zeros(0, np.int32),
+                "scores": np.zeros(0, np.float32)}
+
+    class Model:
+        config = "the model's config"  # no num_classes: not a SOLOv2, so the classes are not checked
+
+    monkeypatch.setattr(solo_lib.inference, "predict", recording_predict)
+    model = Model()
+    result, detections = evaluate_model(model, val, progress=False)
+    assert calls == [(model, "the model's config", val.load_image(i).shape) for i in val.image_ids]
+    assert detections == [] and result.ap == 0
+    calls.clear()
+    evaluate_model(model, val, "given", progress=False)  # a config given is the one passed on
+    assert {config for _, config, _ in calls} == {"given"}
 
 
 # -- a fixture shaped like real COCO: ids with gaps, a crowd region, a class without GT ------

@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from solo_lib.config import SOLOConfig  # noqa: E402
-from solo_lib.inference import category_scores, point_nms, postprocess, predict, preprocess  # noqa: E402
+from solo_lib.inference import category_scores, instances, point_nms, postprocess, predict, preprocess  # noqa: E402
 from solo_lib.model.solov2 import build_model  # noqa: E402
 from solo_lib.viz import draw_predictions  # noqa: E402
 from tolerances import assert_close_float32  # noqa: E402
@@ -182,7 +182,7 @@ def test_postprocess_returns_empty_results(case):
     assert result["scores"].shape == (0,) and result["scores"].dtype == np.float32
 
 
-def test_postprocess_resizes_to_the_original_size_and_runs_as_a_graph():
+def test_postprocess_resizes_to_the_original_size_and_instances_runs_as_a_graph():
     eager = run()
     small = run(original_size=(30, 45))
     assert small["masks"].shape == (4, 30, 45)
@@ -190,7 +190,9 @@ def test_postprocess_resizes_to_the_original_size_and_runs_as_a_graph():
     # (default rtol 1e-7, under one ulp).
     np.testing.assert_allclose(small["scores"], eager["scores"])
     assert (small["masks"] == eager["masks"][:, ::2, ::2]).mean() > 0.97
-    graph = tf.function(lambda outputs: postprocess(outputs, CONFIG, IMAGE, CANVAS))(synthetic_outputs())
+    # In a graph, instances() is post-processing (postprocess returns numpy and says so there).
+    graph = tf.function(lambda o: instances(o["category"], o["kernel"], o["mask_feature"], CONFIG, IMAGE))(
+        synthetic_outputs())
     for key in ("masks", "labels"):  # integers: equal
         np.testing.assert_array_equal(graph[key].numpy(), eager[key])
     # Scores: the maskness sums over 16 x 24 = 384 pixels, perhaps reordered in the graph; then
@@ -198,6 +200,8 @@ def test_postprocess_resizes_to_the_original_size_and_runs_as_a_graph():
     assert_close_float32(graph["scores"].numpy(), eager["scores"], terms=16 * 24, depth=3, what="graph scores")
     with pytest.raises(ValueError, match="canvas"):
         postprocess(synthetic_outputs(), CONFIG, IMAGE, (60, 90))
+    with pytest.raises(RuntimeError, match="inside tf.function call solo_lib.inference.instances"):
+        tf.function(lambda outputs: postprocess(outputs, CONFIG, IMAGE, CANVAS))(synthetic_outputs())
 
 
 @pytest.fixture(scope="module")

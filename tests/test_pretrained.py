@@ -1,4 +1,4 @@
-"""Starting from pretrained weights (``solo_lib.train.load_pretrained``), the shipped shapes
+"""Starting from pretrained weights (``solo_lib.pretrained.load_pretrained``), the shipped shapes
 pretraining (``data/pretrained``, ``scripts/pretrain_shapes.py``) and training until a mask AP50
 bar (``MaskAPCurve``), which notebook 08 relies on."""
 
@@ -15,7 +15,7 @@ from solo_lib.data.coco import load_sample_dataset
 from solo_lib.demo import PRETRAINED_SHAPES, load_sample_model
 from solo_lib.model.solov2 import build_model
 from solo_lib.callbacks import MaskAPCurve
-from solo_lib.checkpoints import load_pretrained, pretrained_info
+from solo_lib.pretrained import load_pretrained, pretrained_info
 from solo_lib.train import train
 from solo_lib.train_config import TrainConfig
 

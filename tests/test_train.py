@@ -18,7 +18,7 @@ from solo_lib.data import pipeline
 from solo_lib.data.coco import load_sample_dataset
 from solo_lib.targets import image_targets
 from solo_lib.checkpoints import latest_checkpoint, save_atomically
-from solo_lib.errors import TrainingError
+from solo_lib.errors import ConfigError, TrainingError
 from solo_lib.optim import WarmupStepDecay
 from solo_lib.train import train
 from solo_lib.train_config import TrainConfig
@@ -136,7 +136,7 @@ def test_resume_continues_the_uninterrupted_run_exactly(tmp_path):
     cfg = QUICK.replace(epochs=2, checkpoint_dir=str(tmp_path))
     _, whole = train(SMALL, cfg, ds, progress=False)  # also writes epoch_0001.keras
     resume = cfg.replace(load_previous_model=True, model_path=str(tmp_path / "epoch_0001.keras"), checkpoint_dir=None)
-    _, resumed = train(None, resume, ds, progress=False)
+    _, resumed = train(SMALL, resume, ds, progress=False)  # the checkpoint's own config: accepted, as None is
     _, reseeded = train(None, resume.replace(seed=1), ds, progress=False)  # another data order and augmentation
     want = whole.history["loss"][1]
     # The weights and optimizer state after epoch 1 come back bit for bit from the checkpoint, and the
@@ -146,6 +146,12 @@ def test_resume_continues_the_uninterrupted_run_exactly(tmp_path):
     # demands 50x the tolerance), so the test fails if the resumed run does not see the same batches.
     assert resumed.history["loss"][0] == pytest.approx(want, rel=1e-4)
     assert abs(reseeded.history["loss"][0] - want) > 5e-3 * want
+
+
+def test_a_fresh_run_needs_a_model_config(tmp_path):
+    with pytest.raises(ConfigError, match="model_config is None, but a fresh run builds a model from it"):
+        train(None, QUICK.replace(checkpoint_dir=str(tmp_path)), load_sample_dataset("train"), progress=False)
+    assert not list(tmp_path.iterdir())  # refused before anything was written
 
 
 def test_non_finite_loss_stops_before_any_checkpoint(tmp_path):

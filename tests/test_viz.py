@@ -8,10 +8,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from solo_lib import viz  # noqa: E402
+from solo_lib import viz, viz_style  # noqa: E402
 from solo_lib.data.coco import boxes_from_masks, load_sample_dataset  # noqa: E402
 
 NAMES = ("a", "b", "c")
+# The explorer's choices with only the built-in augmentations registered, in their order.
+CHOICES = ("none", "flip", "brightness", "scale", "crop", "random")
 
 
 def toy_sample():
@@ -26,13 +28,13 @@ def toy_sample():
 
 def test_overlay_colours_only_masked_pixels_in_class_colour():
     s = toy_sample()
-    out = viz.overlay_masks(s["image"], s["masks"][:1], s["labels"][:1], alpha=1.0)
-    expected = np.round(np.array(viz.class_color(0)) * 255)
+    out = viz_style.overlay_masks(s["image"], s["masks"][:1], s["labels"][:1], alpha=1.0)
+    expected = np.round(np.array(viz_style.class_color(0)) * 255)
     assert np.allclose(out[5, 5], expected, atol=1)  # uint8: one level for rounding the blend to an integer
     assert (out[30, 5] == 100).all()  # outside every mask: unchanged
 
 
-@pytest.mark.parametrize("transform", viz.AUGMENTATIONS)
+@pytest.mark.parametrize("transform", CHOICES)
 def test_augmentation_view_keeps_instances_aligned(transform):
     fig, out = viz.augmentation_view(toy_sample(), NAMES, transform, amount=0.7, seed=3)
     n = len(out["labels"])
@@ -41,6 +43,10 @@ def test_augmentation_view_keeps_instances_aligned(transform):
     np.testing.assert_array_equal(out["boxes"], boxes_from_masks(out["masks"]))
     assert len(fig.axes) == 2 and fig.axes[1].get_title().startswith(f"after {transform}: {n} instances")
     plt.close(fig)
+
+
+def test_explorer_choices_are_the_registered_augmentations_in_order():
+    assert viz.augmentation_choices() == CHOICES
 
 
 def test_augmentation_view_transform_effects():
@@ -60,7 +66,7 @@ def test_explorer_reruns_when_a_control_changes():
     ds = load_sample_dataset("train")
     w = viz.augmentation_explorer(ds)
     index, transform, amount, seed = w.children[:4]
-    assert (index.max, transform.options) == (len(ds) - 1, viz.AUGMENTATIONS)
+    assert (index.max, transform.options) == (len(ds) - 1, CHOICES)
     first = w.result
     np.testing.assert_array_equal(first["masks"], ds[0].masks[:, :, ::-1])  # default: flip of image 0
     transform.value = "none"
@@ -82,7 +88,7 @@ def test_show_samples_accepts_samples_and_dicts():
 def _label_boxes(fig):
     """Display extents of every class-name label, per axes, after drawing."""
     renderer = fig.canvas.get_renderer()
-    return {ax: [viz._label_extent(t, renderer) for t in ax.texts if t.get_gid() == viz.LABEL_GID]
+    return {ax: [viz_style._label_extent(t, renderer) for t in ax.texts if t.get_gid() == viz_style.LABEL_GID]
             for ax in fig.axes}
 
 

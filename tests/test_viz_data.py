@@ -9,8 +9,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from solo_lib import viz, viz_data  # noqa: E402
-from solo_lib.data.coco import decode_segmentation  # noqa: E402
+from solo_lib import viz_data  # noqa: E402
+from solo_lib.viz_style import class_color  # noqa: E402
+from solo_lib.data.segmentation import decode_segmentation  # noqa: E402
 
 
 def test_object_size_histogram_counts_box_sizes_per_bin():
@@ -48,7 +49,7 @@ def test_polygons_over_mask_draws_closed_polygons_over_the_mask_zoomed_on_the_bo
         xy = np.column_stack(line.get_data())
         np.testing.assert_array_equal(xy[:-1], np.reshape(poly, (-1, 2)))
         np.testing.assert_array_equal(xy[-1], xy[0])  # closed
-        assert line.get_color() == viz.class_color(2)
+        assert line.get_color() == class_color(2)
     assert ax.get_xlim() == (7, 53)
     assert ax.get_ylim() == (43, 7)  # y grows downwards, as in the image
     assert ax.get_title() == "polygon vertices over the rasterised mask"
@@ -106,8 +107,8 @@ def test_draw_labelme_file_draws_each_shape_where_labelme_puts_it(tmp_path):
     # LabelMe's pixel-edge coordinates drawn over imshow's pixel centres: shifted by half a pixel
     np.testing.assert_allclose(drawn[0]["patch"].get_xy()[:3], np.array([[10, 10], [20, 10], [20, 20]]) - 0.5)
     np.testing.assert_allclose(drawn[3]["points"], [[2, 30], [8, 30], [8, 36], [2, 36]])  # the rectangle's corners
-    assert drawn[0]["patch"].get_edgecolor()[:3] == viz.class_color(0)
-    assert drawn[1]["patch"].get_edgecolor()[:3] == viz.class_color(1)
+    assert drawn[0]["patch"].get_edgecolor()[:3] == class_color(0)
+    assert drawn[1]["patch"].get_edgecolor()[:3] == class_color(1)
     assert drawn[4]["patch"].get_hatch() == "////" and drawn[0]["patch"].get_hatch() is None
     # the pieces of one object and the ignored region are named on the picture; a plain shape is not
     assert sorted(t.get_text() for t in ax.texts) == ["__ignore__", "spoon, group_id 3", "spoon, group_id 3"]

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from solo_lib import viz  # noqa: E402
+from solo_lib import viz_inference  # noqa: E402
 from solo_lib.config import SOLOConfig  # noqa: E402
 from solo_lib.inference import postprocess, preprocess  # noqa: E402
 from solo_lib.model.solov2 import build_model  # noqa: E402
@@ -30,8 +30,9 @@ def setup():
 
 def test_sigma_zero_keeps_every_candidate_and_decay_removes_some(setup):
     model, image, outputs = setup
-    fig0, none = viz.nms_view(image, outputs, model.config, NAMES, sigma=0.0, update_thr=0.0, score_thr=0.005)
-    fig1, decayed = viz.nms_view(image, outputs, model.config, NAMES, sigma=8.0, update_thr=0.004, score_thr=0.005)
+    fig0, none = viz_inference.nms_view(image, outputs, model.config, NAMES, sigma=0.0, update_thr=0.0, score_thr=0.005)
+    fig1, decayed = viz_inference.nms_view(image, outputs, model.config, NAMES, sigma=8.0, update_thr=0.004,
+                                           score_thr=0.005)
     assert outputs["mask_feature"].shape[1:3] == (64, 64)  # the 256 x 256 canvas at stride 4
     assert len(none["labels"]) > 0 and none["masks"].shape[1:] == image.shape[:2]  # back at the original size
     # The masks are read from the resized image's region of the canvas (199 x 256), not from its
@@ -50,7 +51,7 @@ def test_sigma_zero_keeps_every_candidate_and_decay_removes_some(setup):
 
 def test_explorer_reruns_postprocessing_only(setup):
     model, image, _ = setup
-    w = viz.nms_explorer(model, image, NAMES)
+    w = viz_inference.nms_explorer(model, image, NAMES)
     kernel, sigma, update_thr, score_thr = w.children[:4]
     score_thr.value = 0.02
     update_thr.value = 0.0

@@ -11,7 +11,7 @@ from matplotlib.colors import to_rgb  # noqa: E402
 
 from solo_lib import viz_nms  # noqa: E402
 from solo_lib.nms import matrix_nms  # noqa: E402
-from solo_lib.viz import class_color  # noqa: E402
+from solo_lib.viz_style import class_color  # noqa: E402
 
 NAMES = ("disc", "block", "leaf", "star")
 

@@ -9,6 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from solo_lib import viz  # noqa: E402
+from solo_lib.viz_style import class_color  # noqa: E402
 from solo_lib.config import SOLOConfig  # noqa: E402
 from solo_lib.data.coco import load_sample_dataset  # noqa: E402
 from solo_lib.geometry import canvas_size, on_canvas  # noqa: E402
@@ -50,7 +51,7 @@ def test_grid_view_draws_the_targets_it_returns(level):
     for i in range(grid):
         for j in range(grid):
             c = targets.category[i, j]
-            expected = (0.85,) * 3 if c == CONFIG.num_classes else viz.class_color(c)
+            expected = (0.85,) * 3 if c == CONFIG.num_classes else class_color(c)
             np.testing.assert_allclose(rgb[i, j], expected)  # the same floats, copied: exact (rtol 1e-7)
     plt.close(fig)
 

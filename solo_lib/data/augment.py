@@ -15,19 +15,31 @@ notebook widget) and inside ``tf.data.Dataset.map`` (training). Random choices c
 stateless RNG ops driven by a ``(2,)`` integer ``seed``: the same seed gives the same result on
 every run, whatever the order in which ``tf.data`` workers process the elements.
 
+:func:`augment` applies the augmentations registered in :mod:`solo_lib.data.augment_registry`;
+the four built-in ones (flip, brightness, scale, crop) are registered at the end of this module,
+and a new one is one function plus one ``register_augmentation`` call.
+
 Why alignment is the whole point: row ``i`` of ``masks``, ``labels``, ``iscrowd`` and ``boxes``
 describes the same instance. A known TensorFlow implementation of this design dropped the
 annotation of an instance that a crop removed but kept its mask, so every later mask silently
 moved onto the previous instance's class. Here an instance is dropped with ONE keep vector that
 is applied to every per-instance array (see :func:`drop_small_instances`).
+
+Why one module past ~300 lines: every function here transforms the same sample format (one
+preparation, one keep vector, boxes recomputed from the masks), and notebook 03 teaches them side
+by side from this one namespace (``aug.*``), the resize to the image scale that training,
+inference and export share (:func:`rescale_size` to :func:`resize_to_scale`) included. The
+registry, which is not a transform, is its own module.
 """
 
 import math
 from fractions import Fraction
 
+import numpy as np
 import tensorflow as tf
 
 from solo_lib.data.augment_config import AugmentConfig, is_int, is_real
+from solo_lib.data.augment_registry import check_extra, register_augmentation, registered_augmentations
 
 # The keys whose row i belongs to instance i. They are always filtered together.
 INSTANCE_KEYS = ("masks", "labels", "iscrowd", "boxes")
@@ -326,13 +338,72 @@ def _as_seed(seed):
     return seed if seed.dtype in (tf.int32, tf.int64) else tf.cast(seed, tf.int64)
 
 
-def augment(sample, seed, config=AugmentConfig()):
-    """Randomly flips, brightens, rescales and crops a sample, keeping instances aligned.
+def element_seed(seed, index):
+    """The seed of element ``index`` of a dataset whose base seed is ``seed``:
+    ``tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), index)``.
 
-    Order: flip -> brightness -> scale -> crop -> drop instances smaller than
-    ``config.min_mask_pixels`` -> recompute boxes. Every random draw comes from ``seed``, so the
-    same seed always gives the same result; the function traces inside ``tf.data`` (the flip is
-    a ``tf.cond``, every other choice is arithmetic on drawn tensors).
+    The one per-element seeding rule, used by :func:`augment_dataset` and the training pipeline
+    (``solo_lib.data.pipeline``): element ``i`` gets the same seed whatever the order in which
+    parallel ``tf.data`` calls run. The seed's dtype follows ``index``'s (the int64 index of
+    ``Dataset.enumerate``; a Python int gives a different, int32 seed).
+    """
+    return tf.random.experimental.stateless_fold_in(tf.cast(_as_seed(seed), tf.int64), index)
+
+
+# The built-in augmentations, registered in the order augment() applies them. Each draws from its
+# own seed, split from augment()'s (see solo_lib.data.augment_registry); the order, the slots and the
+# draws are those of the fixed sequence they replace, so results are bit-identical to it.
+
+def _random_flip(sample, seed, params):
+    do_flip = tf.random.stateless_uniform([], seed) < params["flip_prob"]
+    return tf.cond(do_flip, lambda: horizontal_flip(sample), lambda: dict(sample))
+
+
+def _random_brightness(sample, seed, params):
+    max_delta = params["brightness_delta"]
+    return adjust_brightness(sample, tf.random.stateless_uniform([], seed, -max_delta, max_delta))
+
+
+def _random_scale(sample, seed, params):
+    # Log-uniform, so zooming in by 1.25 is as likely as zooming out by 0.8.
+    low, high = (math.log(v) for v in params["scale_range"])
+    return rescale(sample, tf.exp(tf.random.stateless_uniform([], seed, low, high, dtype=tf.float64)))
+
+
+def _random_window(sample, seed, params):
+    return random_crop(sample, params["crop_size"], seed)
+
+
+def _preview_crop(sample, amount, seed):
+    # A window of 1 - 0.7 * amount of each side, at an offset drawn from a numpy generator.
+    h, w = sample["image"].shape[:2]
+    ch, cw = max(1, round(h * (1 - 0.7 * amount))), max(1, round(w * (1 - 0.7 * amount)))
+    rng = np.random.default_rng(seed)
+    return crop(sample, int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw)
+
+
+# A step whose range is empty changes nothing (no flip, a shift of 0, a factor of exactly 1), so it
+# is inactive: left out of the graph, the same result without a pass over the image and masks.
+register_augmentation("flip", _random_flip, fields=("flip_prob",), active=lambda p: p["flip_prob"] > 0,
+                      preview=lambda sample, amount, seed: horizontal_flip(sample))
+register_augmentation("brightness", _random_brightness, fields=("brightness_delta",),
+                      active=lambda p: p["brightness_delta"] > 0,
+                      preview=lambda sample, amount, seed: adjust_brightness(sample, 2.0 * amount - 1.0))
+register_augmentation("scale", _random_scale, fields=("scale_range",), active=lambda p: p["scale_range"] != (1.0, 1.0),
+                      preview=lambda sample, amount, seed: rescale(sample, 0.5 + amount))
+register_augmentation("crop", _random_window, fields=("crop_size",), active=lambda p: p["crop_size"] is not None,
+                      preview=_preview_crop)
+
+
+def augment(sample, seed, config=AugmentConfig()):
+    """Applies the registered augmentations (by default flip -> brightness -> scale -> crop), keeping
+    instances aligned.
+
+    Each registered augmentation (:mod:`solo_lib.data.augment_registry`) that is active for
+    ``config`` runs in registration order with its own seed split from ``seed``; then instances
+    smaller than ``config.min_mask_pixels`` are dropped and the boxes recomputed. Every random draw
+    comes from ``seed``, so the same seed always gives the same result; the function traces inside
+    ``tf.data`` (the flip is a ``tf.cond``, every other choice is arithmetic on drawn tensors).
 
     Args:
         sample: A sample dict with N instances (N may be 0).
@@ -342,33 +413,23 @@ def augment(sample, seed, config=AugmentConfig()):
     Returns:
         A new sample with K <= N instances; keys other than the image and the per-instance
         arrays are passed through unchanged.
+
+    Raises:
+        ValueError: ``config.extra`` names an augmentation that is not registered, or a parameter
+            it does not declare.
     """
+    check_extra(config)
+    steps = [(a, a.params(config)) for a in registered_augmentations()]
+    steps = [(a, params) for a, params in steps if a.active(params)]
     prepared = _prepare(sample)
     # Only tensors go through tf.cond; other keys (strings, Python ints) are re-attached at the end.
     core = {key: prepared[key] for key in _REQUIRED_KEYS}
     core["boxes"] = boxes_from_masks(core["masks"])
-    flip_seed, brightness_seed, scale_seed, crop_seed = tf.unstack(
-        tf.random.experimental.stateless_split(_as_seed(seed), num=4))
-
-    do_flip = tf.random.stateless_uniform([], flip_seed) < config.flip_prob
-    core = tf.cond(do_flip, lambda: horizontal_flip(core), lambda: dict(core))
-
-    # A step whose range is empty changes nothing (a shift of 0, a factor of exactly 1), so it is
-    # left out of the graph: the same result without a pass over the image and masks. The seeds
-    # were split above, so the remaining draws do not move.
-    if config.brightness_delta > 0:
-        max_delta = config.brightness_delta
-        delta = tf.random.stateless_uniform([], brightness_seed, -max_delta, max_delta)
-        core = adjust_brightness(core, delta)
-
-    if config.scale_range != (1.0, 1.0):
-        low, high = (math.log(v) for v in config.scale_range)
-        factor = tf.exp(tf.random.stateless_uniform([], scale_seed, low, high, dtype=tf.float64))
-        core = rescale(core, factor)
-
-    if config.crop_size is not None:
-        core = random_crop(core, config.crop_size, crop_seed)
-
+    if steps:
+        # Row k of the split is the same for any num (module docstring of augment_registry).
+        seeds = tf.random.experimental.stateless_split(_as_seed(seed), num=1 + max(a.slot for a, _ in steps))
+        for augmentation, params in steps:
+            core = augmentation.op(core, seeds[augmentation.slot], params)
     core = drop_small_instances(core, config.min_mask_pixels)
     out = dict(sample)
     out.update(core)
@@ -378,10 +439,8 @@ def augment(sample, seed, config=AugmentConfig()):
 def augment_dataset(ds, seed, config=AugmentConfig()):
     """Maps :func:`augment` over a dataset of samples with one seed per element.
 
-    Element ``i`` is augmented with the seed
-    ``tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), i)`` where ``i`` is the
-    int64 index from ``Dataset.enumerate`` (the seed's dtype follows ``i``'s: a Python int ``i``
-    gives a different, int32 seed). The result does not depend on how many parallel calls ran.
+    Element ``i`` is augmented with :func:`element_seed` ``(seed, i)`` for the int64 index ``i``
+    of ``Dataset.enumerate``. The result does not depend on how many parallel calls ran.
 
     Args:
         ds: A ``tf.data.Dataset`` whose elements are sample dicts.
@@ -392,10 +451,5 @@ def augment_dataset(ds, seed, config=AugmentConfig()):
         A ``tf.data.Dataset`` of augmented samples, in the input order.
     """
     base_seed = tf.cast(_as_seed(seed), tf.int64)
-
-    def augment_element(index, sample):
-        element_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
-        return augment(sample, element_seed, config)
-
-    return ds.enumerate().map(augment_element, num_parallel_calls=tf.data.AUTOTUNE,
-                              deterministic=True)
+    return ds.enumerate().map(lambda index, sample: augment(sample, element_seed(base_seed, index), config),
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -9,6 +9,7 @@ once.
 import dataclasses
 import math
 import numbers
+from collections.abc import Mapping
 
 
 def is_int(value):
@@ -35,6 +36,11 @@ class AugmentConfig:
             image dimension smaller than the window is not cropped.
         min_mask_pixels: Instances whose mask keeps fewer pixels after the transforms are
             dropped; at least 1, so an empty mask never survives.
+        extra: Parameters of augmentations registered outside this class
+            (:func:`solo_lib.data.augment_registry.register_augmentation`), by augmentation name:
+            ``{"vertical_flip": {"prob": 0.5}}``. Stored as sorted ``(name, ((key, value), ...))``
+            pairs so the config stays frozen and hashable; read one with :meth:`params_for`. A
+            parameter left out takes the default its registration declares.
 
     Raises:
         ValueError: If a field is out of range or has the wrong type.
@@ -45,6 +51,7 @@ class AugmentConfig:
     scale_range: tuple[float, float] = (0.8, 1.25)
     crop_size: tuple[int, int] | None = None
     min_mask_pixels: int = 1
+    extra: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
 
     def __post_init__(self):
         for name in ("flip_prob", "brightness_delta"):
@@ -66,6 +73,11 @@ class AugmentConfig:
         if not is_int(self.min_mask_pixels) or self.min_mask_pixels < 1:
             raise ValueError("AugmentConfig.min_mask_pixels must be an integer >= 1, "
                              f"got {self.min_mask_pixels!r}")
+        object.__setattr__(self, "extra", _frozen_extra(self.extra))
+
+    def params_for(self, name: str) -> dict:
+        """The parameters :attr:`extra` gives the augmentation registered as ``name`` (``{}`` if none)."""
+        return dict(dict(self.extra).get(name, ()))
 
     @classmethod
     def none(cls):
@@ -78,3 +90,30 @@ class AugmentConfig:
         else (the authors' 1x configs: ``RandomFlip(flip_ratio=0.5)`` after the resize to the image
         scale; the 3x schedule adds multi-scale training, ``TrainConfig.short_sides``)."""
         return cls(flip_prob=0.5, brightness_delta=0.0, scale_range=(1.0, 1.0), crop_size=None)
+
+
+def _pairs(value, what):
+    """``value`` (a mapping, or ``(key, value)`` pairs as JSON gives back) as a sorted tuple of pairs."""
+    items = value.items() if isinstance(value, Mapping) else value
+    try:
+        pairs = [(k, v) for k, v in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"AugmentConfig.extra: {what} must be a mapping, got {value!r}") from None
+    if not all(isinstance(k, str) for k, _ in pairs) or len({k for k, _ in pairs}) != len(pairs):
+        raise ValueError(f"AugmentConfig.extra: {what} must have distinct string keys, got {value!r}")
+    return tuple(sorted(pairs))
+
+
+def _frozen_value(value, where):
+    """A parameter value made hashable: a number, bool or string, or a tuple of them (a list becomes one)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen_value(v, where) for v in value)
+    if isinstance(value, (numbers.Number, str)):
+        return value
+    raise ValueError(f"AugmentConfig.extra[{where}] must be a number, string or tuple of them, got {value!r}")
+
+
+def _frozen_extra(extra):
+    """:attr:`AugmentConfig.extra` as sorted, hashable ``(name, ((key, value), ...))`` pairs."""
+    return tuple((name, tuple((key, _frozen_value(v, f"{name!r}][{key!r}")) for key, v in _pairs(params, repr(name))))
+                 for name, params in _pairs(extra, "extra"))

@@ -1,21 +1,15 @@
-"""COCO instance annotations, parsed on top of pycocotools (notebook 01).
+"""A COCO instance-segmentation dataset: images and their masks by image id (notebook 01).
 
-A COCO file has three lists: ``images`` (id, file_name, height, width), ``categories``
-(id, name) and ``annotations`` (id, image_id, category_id, segmentation, iscrowd, ...).
-A segmentation is a list of polygons or a run-length encoding (RLE);
-:mod:`solo_lib.data.segmentation` validates and rasterises it. Images are read with
-:func:`solo_lib.data.images.load_rgb_image`, as displayed (EXIF orientation applied), so every
-size (COCO ``height``/``width``) is that of the oriented image.
-
-COCO category ids are not contiguous (1..90 with gaps in COCO 2017); the model predicts
-contiguous labels ``0..C-1``. :class:`CategoryMap` maps both ways, in ascending id order.
+:class:`CocoDataset` opens a COCO file with :func:`solo_lib.data.coco_file.read_coco_file`, which
+checks every record (a broken file fails when it is opened, naming the file and the record), and
+then gives each image with its instances as a :class:`Sample`: the pixels, read with
+:func:`solo_lib.data.images.load_rgb_image` as displayed (EXIF orientation applied, so every size,
+COCO ``height``/``width``, is that of the oriented image), and one binary mask per annotation,
+rasterised by :func:`solo_lib.data.segmentation.decode_segmentation`. Labels are contiguous
+(``0..C-1``, :class:`~solo_lib.data.coco_file.CategoryMap`).
 
 Crowd annotations (``iscrowd: 1``) mark regions of many objects. They are kept in each
 :class:`Sample` with ``iscrowd=True`` so an evaluator can use them, and training targets skip them.
-
-Every record is validated when a file is opened; a record that cannot be used raises a
-:class:`~solo_lib.errors.DatasetError` naming the file, the record and what to do, and a record
-that is repaired or skipped is counted in one :class:`~solo_lib.errors.DatasetWarning`.
 
 A file the size of COCO train2017 is not turned into Python objects all at once: the annotations
 are checked in bulk and kept as their JSON text (:mod:`solo_lib.data.coco_index`), and an image's
@@ -26,97 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import io
-import json
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-# images.py and segmentation.py were split off this module; what callers imported from here
-# still imports from here (hence the names this module does not use itself).
-from solo_lib.data import coco_index
-from solo_lib.data.images import ORIENTATION_TAG, image_to_rgb8, load_rgb_image, oriented_size  # noqa: F401
-from solo_lib.data.segmentation import (  # noqa: F401
-    _clean_segmentation,
-    check_rle,
-    decode_segmentation,
-    is_finite,
-    is_int,
-    is_number,
-    polygon_area,
-    rle_counts_from_string,
-)
-from solo_lib.errors import EXAMPLES, DatasetError, DatasetWarning
-
-
-@dataclasses.dataclass(frozen=True)
-class CategoryMap:
-    """Maps non-contiguous COCO category ids to contiguous labels ``0..C-1`` and back.
-
-    Labels follow ascending COCO id, the convention of the reference implementations.
-
-    Attributes:
-        coco_ids: ``(C,)`` COCO category ids, ascending.
-        names: ``(C,)`` category names, in the same order.
-    """
-
-    coco_ids: tuple[int, ...]
-    names: tuple[str, ...]
-
-    @classmethod
-    def from_categories(cls, categories: list[dict], source: str = "<categories>") -> "CategoryMap":
-        """Builds the map from a COCO ``categories`` list.
-
-        Raises:
-            DatasetError: a category without id or name, or a duplicated id.
-        """
-        if not isinstance(categories, list):
-            raise DatasetError(f"{source}: 'categories' must be a list of {{'id', 'name'}} records, "
-                               f"got {type(categories).__name__}")
-        if not categories:
-            raise DatasetError(f"{source}: 'categories' is empty; a dataset without classes cannot be trained or "
-                               "evaluated: list each class as {'id': 1, 'name': '...'}")
-        pairs = []
-        for index, cat in enumerate(categories):
-            if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
-                raise DatasetError(f"{source}: categories[{index}] needs an 'id' and a 'name', got {cat!r}")
-            if not is_int(cat["id"]):
-                raise DatasetError(f"{source}: categories[{index}] ({cat['name']!r}) has id {cat['id']!r}; "
-                                   "a category id must be an integer")
-            if not isinstance(cat["name"], str) or not cat["name"].strip():
-                raise DatasetError(f"{source}: category id {cat['id']} has name {cat['name']!r}; "
-                                   "a category name must be a non-empty string")
-            pairs.append((int(cat["id"]), cat["name"]))
-        ids = [cat_id for cat_id, _ in pairs]
-        duplicated = sorted({cat_id for cat_id in ids if ids.count(cat_id) > 1})
-        if duplicated:
-            raise DatasetError(f"{source}: category id(s) {duplicated} appear more than once")
-        names = [name for _, name in pairs]
-        same_name = sorted({name for name in names if names.count(name) > 1})
-        if same_name:
-            raise DatasetError(f"{source}: category name(s) {same_name} appear more than once; give each class "
-                               "one category (merge them, or rename one)")
-        pairs.sort()
-        return cls(tuple(p[0] for p in pairs), tuple(p[1] for p in pairs))
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.coco_ids)
-
-    def to_label(self, coco_id: int) -> int:
-        """COCO category id -> contiguous label. Raises KeyError for an unknown id."""
-        return self._label_of[int(coco_id)]
-
-    def to_coco_id(self, label: int) -> int:
-        """Contiguous label -> COCO category id."""
-        return self.coco_ids[int(label)]
-
-    @functools.cached_property
-    def _label_of(self) -> dict[int, int]:
-        return {cat_id: label for label, cat_id in enumerate(self.coco_ids)}
+from solo_lib.data.coco_file import read_coco_file, resolve_inside
+from solo_lib.data.images import load_rgb_image
+from solo_lib.data.segmentation import decode_segmentation
+from solo_lib.errors import DatasetError
+from solo_lib.resources import shipped_dataset_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,50 +97,6 @@ def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
     return boxes
 
 
-def read_json(path: Path, what: str = "annotation file") -> object:
-    """Reads a UTF-8 JSON file; every way it can fail is a DatasetError naming ``path``.
-
-    Args:
-        path: the file.
-        what: what the file is, for the messages ("annotation file", "LabelMe file").
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: {what} not found") from None
-    except json.JSONDecodeError as err:
-        raise DatasetError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); repair it "
-                           f"there, or write it again with the tool that made it") from None
-    except UnicodeDecodeError as err:
-        raise DatasetError(f"{path}: not UTF-8 text ({err}); save it as UTF-8 JSON") from None
-    except ValueError as err:  # e.g. an integer with thousands of digits
-        raise DatasetError(f"{path}: cannot parse ({err})") from None
-    except OSError as err:
-        raise DatasetError(f"{path}: cannot read the {what}: {err}") from None
-
-
-def resolve_inside(root: Path, relative: str, *, source: str, start: Path | None = None) -> Path:
-    """Resolves ``relative`` (from ``start``, default ``root``) and rejects paths outside ``root``.
-
-    Raises:
-        DatasetError: an absolute path, or one that leads outside ``root`` (``../``).
-    """
-    rel = relative.replace("\\", "/")  # annotations written on Windows
-    path = ((start if start is not None else root) / rel).resolve()
-    base = root.resolve()
-    if Path(rel).is_absolute() or not path.is_relative_to(base):
-        raise DatasetError(f"{source}: image path {relative!r} escapes the dataset folder {base}; "
-                           "keep images inside it and use a relative path")
-    return path
-
-
-def _warn_counted(path: Path, what: str, ids: list) -> None:
-    if ids:
-        shown = ", ".join(str(i) for i in ids[:EXAMPLES]) + (", ..." if len(ids) > EXAMPLES else "")
-        warnings.warn(f"{path}: {len(ids)} {what} (annotation ids {shown})", DatasetWarning, stacklevel=3)
-
-
 class CocoDataset:
     """A COCO instance-segmentation dataset: images on disk plus one annotation file.
 
@@ -251,99 +121,15 @@ class CocoDataset:
     def __init__(self, annotation_file: str | os.PathLike, image_dir: str | os.PathLike, *, check_files: bool = True):
         self.annotation_file = Path(annotation_file)
         self.image_dir = Path(image_dir)
-        try:
-            self._open(check_files, fast=True)
-        except coco_index.Unreadable:  # e.g. NaN literals: json reads them (and names what is wrong)
-            self._open(check_files, fast=False)
-        self._coco = None
-
-    def _open(self, check_files: bool, fast: bool) -> None:
-        """Reads and checks the file: its texts split by msgspec (``fast``), or all of it by ``json``."""
-        src = str(self.annotation_file)
-        texts = coco_index.split_top_level(self._read_bytes()) if fast else None
-        if texts is None:
-            data = read_json(self.annotation_file)
-        else:  # every value but the annotations decoded by json, as read_json would
-            data = {key: None if key == "annotations" else coco_index.loads(text) for key, text in texts.items()}
-        if not isinstance(data, dict) or "images" not in data or "categories" not in data:
-            raise DatasetError(f"{src}: a COCO file needs top-level 'images' and 'categories' lists")
-        self.categories = CategoryMap.from_categories(data["categories"], src)
-        self._images = self._check_images(data["images"], check_files)
+        # stacklevel=1: the counting warnings (degenerate, clipped, empty) point at this line.
+        checked = read_coco_file(self.annotation_file, self.image_dir, check_files=check_files, stacklevel=1)
+        self.categories = checked.categories
+        self._images = checked.images
         self._rows = {image_id: row for row, image_id in enumerate(self._images)}
         self._all_images = self._images
-        known = set(self.categories.coco_ids)
-        if texts is not None and "annotations" in texts and memoryview(texts["annotations"])[0] == 0x5B:  # "["
-            self._store = coco_index.index_texts(coco_index.split_list(texts["annotations"]), src, self._images, known)
-        else:
-            annotations = data.get("annotations", []) if texts is None else (
-                coco_index.loads(texts["annotations"]) if "annotations" in texts else [])
-            if not isinstance(annotations, list):
-                raise DatasetError(f"{src}: 'annotations' must be a list (use [] for none), got "
-                                   f"{json.dumps(annotations) if annotations is None else type(annotations).__name__}")
-            self._store = coco_index.index_decoded(annotations, src, self._images, known)
-            data["annotations"] = None  # the store holds them
-        warned = self._store.warned
-        _warn_counted(src, "annotations had polygons with fewer than 3 points or zero area; those polygons were "
-                      "skipped", warned["degenerate"])
-        _warn_counted(src, "annotations had polygon points outside the image; they were clipped to the image",
-                      warned["clipped"])
-        _warn_counted(src, "annotations had an empty segmentation ([]); they were skipped", warned["empty"])
-        self._dataset = data
-
-    def _read_bytes(self) -> bytes:
-        """The file's bytes; a failure to read is reported by :func:`read_json`'s messages."""
-        try:
-            return self.annotation_file.read_bytes()
-        except OSError:
-            read_json(self.annotation_file)  # raises the DatasetError naming what went wrong
-            raise
-
-    # -- validation -------------------------------------------------------------------------
-
-    def _check_images(self, images: list, check_files: bool) -> dict[int, dict]:
-        src, by_id = self.annotation_file, {}
-        if not isinstance(images, list):
-            raise DatasetError(f"{src}: 'images' must be a list of image records, got {type(images).__name__}")
-        if not images:
-            raise DatasetError(f"{src}: 'images' is empty; list each image as "
-                               "{'id', 'file_name', 'height', 'width'}")
-        folders: dict[str, str | None] = {}
-        for index, img in enumerate(images):
-            missing = [k for k in ("id", "file_name", "height", "width") if not isinstance(img, dict) or k not in img]
-            if missing:
-                raise DatasetError(f"{src}: images[{index}] lacks {missing}")
-            if not is_int(img["id"]):
-                raise DatasetError(f"{src}: images[{index}] has id {img['id']!r}; an image id must be an integer")
-            image_id = int(img["id"])
-            where = f"{src}: image id {image_id}"
-            if image_id in by_id:
-                raise DatasetError(f"{src}: image id {image_id} appears more than once")
-            for key in ("height", "width"):
-                if not is_int(img[key]) or img[key] <= 0:
-                    raise DatasetError(f"{where}: {key} is {img[key]!r}; it must be a positive integer, the "
-                                       "image's size in pixels after EXIF orientation (e.g. 480, not \"480\")")
-            if not isinstance(img["file_name"], str) or not img["file_name"]:
-                raise DatasetError(f"{where}: file_name is {img['file_name']!r}; it must be the image's path "
-                                   "relative to the image folder")
-            path = self._image_path(img["file_name"], where, folders)
-            if check_files and not os.path.isfile(path):
-                raise DatasetError(f"{where}: file {path} not found")
-            by_id[image_id] = img
-        return by_id
-
-    def _image_path(self, file_name: str, where: str, folders: dict) -> str:
-        """``resolve_inside(image_dir, file_name)``, resolving each folder once: for a name that is
-        not a symbolic link, the resolved path is the resolved folder joined with the name."""
-        rel = file_name.replace("\\", "/")
-        folder, _, name = rel.rpartition("/")
-        if folder not in folders and not rel.startswith("/"):
-            real = (self.image_dir / folder).resolve()
-            folders[folder] = str(real) if real.is_relative_to(self.image_dir.resolve()) else None
-        real = folders.get(folder)
-        if real is None or rel.startswith("/") or name in ("", ".", ".."):
-            return str(resolve_inside(self.image_dir, file_name, source=where))
-        path = os.path.join(real, name)
-        return str(resolve_inside(self.image_dir, file_name, source=where)) if os.path.islink(path) else path
+        self._store = checked.store
+        self._dataset = checked.data
+        self._coco = None
 
     # -- access -----------------------------------------------------------------------------
 
@@ -451,13 +237,9 @@ class CocoDataset:
         return self._coco
 
 
-# The datasets shipped in data/: name -> folder. "sample" is drawn by a program
-# (scripts/make_sample_data.py); "real_photos" is three real photographs (notebook 08b).
-SHIPPED_DATASETS = {"sample": "sample_coco", "real_photos": "real_photos"}
-
-
 def sample_dataset_paths(split: str, dataset: str = "sample") -> tuple[Path, Path]:
-    """Paths ``(annotation_file, image_dir)`` of a dataset shipped in ``data/``.
+    """Paths ``(annotation_file, image_dir)`` of a dataset shipped in ``data/`` (in an installed
+    wheel, ``solo_lib/_data``: see :mod:`solo_lib.resources`).
 
     Args:
         split: ``"train"`` or ``"val"`` (for ``real_photos``, ``val`` is the held-out photo).
@@ -465,9 +247,7 @@ def sample_dataset_paths(split: str, dataset: str = "sample") -> tuple[Path, Pat
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    if dataset not in SHIPPED_DATASETS:
-        raise ValueError(f"dataset must be one of {sorted(SHIPPED_DATASETS)}, got {dataset!r}")
-    root = Path(__file__).resolve().parents[2] / "data" / SHIPPED_DATASETS[dataset]
+    root = shipped_dataset_dir(dataset)
     return root / "annotations" / f"instances_{split}.json", root / "labelme" / split
 
 

@@ -1,5 +1,9 @@
 """The annotations of a COCO file, checked all at once and kept as JSON text (CocoDataset's store).
 
+One module past ~300 lines, because it is one idea: the bulk checks and the one-record rules they
+fall back to (:func:`check_annotation`) must give the same verdicts and messages, so they stay side
+by side.
+
 ``json.load`` of a COCO train2017-sized file (860,001 annotations, about 50 million polygon
 coordinates) builds a Python object per number: gigabytes, and most of the time spent opening
 it. :class:`~solo_lib.data.coco.CocoDataset` checks every record when it opens a file, but a

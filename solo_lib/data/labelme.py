@@ -1,5 +1,9 @@
 """LabelMe annotations to COCO (notebook 02).
 
+One module past ~300 lines, because it is one idea: one conversion, LabelMe to COCO; most of the
+length is the checks that name a bad file, shape or image (embedded images, EXIF orientation, paths)
+before anything is written.
+
 LabelMe (github.com/wkentaro/labelme) writes one JSON file per image: a list of ``shapes``,
 each with a ``label``, a ``shape_type`` and clicked ``points``, plus ``imagePath`` (or the
 image itself, base64-encoded, in ``imageData``). The rules below follow LabelMe's own
@@ -49,7 +53,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
-from solo_lib.data.coco import read_json, resolve_inside
+from solo_lib.data.coco_file import read_json, resolve_inside
 from solo_lib.data.images import image_to_rgb8, oriented_size
 from solo_lib.data.segmentation import is_finite, is_int, is_number, polygon_area
 from solo_lib.errors import DatasetError, DatasetWarning

@@ -4,8 +4,8 @@ Two sources feed the same pipeline:
 
 * :func:`streaming_source` reads and decodes each image from disk when ``tf.data`` asks for it
   (``tf.data.Dataset.from_generator``), so a dataset larger than memory works;
-* :func:`in_memory_source` decodes every sample once and serves them from memory (small datasets,
-  like the course's, train faster that way).
+* :func:`in_memory_source` decodes every sample once and serves them from memory (``cache()``;
+  small datasets, like the course's, train faster that way).
 
 :func:`training_dataset` then, in parallel with training (``num_parallel_calls``, ``prefetch``):
 groups images by orientation when the two orientations have different canvases (so a batch has
@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from solo_lib.config import SOLOConfig
 from solo_lib.data import augment as aug
+from solo_lib.data.augment_config import AugmentConfig
 from solo_lib.data.coco import CocoDataset
 from solo_lib.errors import ConfigError
 from solo_lib.geometry import canvas_size, canvas_size_tensor
@@ -75,7 +76,14 @@ def check_memory_budget(dataset: CocoDataset, memory_budget_mb: float | None) ->
 
 
 def in_memory_source(dataset: CocoDataset, *, memory_budget_mb: float | None = None) -> tf.data.Dataset:
-    """Samples decoded once, now, and served from memory.
+    """Samples decoded once and served from memory: :func:`streaming_source` with ``tf.data``'s
+    in-memory ``cache()``.
+
+    The first pass decodes each image as the stream asks for it and keeps the tensors; every later
+    pass reads them from the cache, without Python. The elements are those of the streaming source,
+    so the batches are the same bit for bit (``tests/test_train.py`` compares them). A first pass
+    stopped early leaves nothing cached (``tf.data`` logs that it discarded a partial cache), and
+    the next iterator decodes again.
 
     Args:
         dataset: the images.
@@ -86,8 +94,7 @@ def in_memory_source(dataset: CocoDataset, *, memory_budget_mb: float | None = N
         ConfigError: the decoded dataset would not fit in ``memory_budget_mb``.
     """
     check_memory_budget(dataset, memory_budget_mb)
-    samples = [s.to_dict() for s in dataset]
-    return tf.data.Dataset.from_generator(lambda: iter(samples), output_signature=SAMPLE_SIGNATURE)
+    return streaming_source(dataset).cache()
 
 
 def _targets_numpy(masks, labels, iscrowd, config: SOLOConfig):
@@ -160,7 +167,7 @@ def training_scale(config: SOLOConfig, short_sides, seed):
 
 
 def training_dataset(source: tf.data.Dataset, config: SOLOConfig, *, batch_size: int,
-                     augment: aug.AugmentConfig | None = None, seed: int = 0, shuffle_buffer: int = 64,
+                     augment: AugmentConfig | None = None, seed: int = 0, shuffle_buffer: int = 64,
                      start_step: int = 0, max_instances: int | None = None,
                      max_positives: int | None = None, short_sides: tuple[int, ...] | None = None) -> tf.data.Dataset:
     """An endless stream of training batches (use ``steps_per_epoch`` with ``Model.fit``).
@@ -169,8 +176,12 @@ def training_dataset(source: tf.data.Dataset, config: SOLOConfig, *, batch_size:
         source: samples from :func:`streaming_source` or :func:`in_memory_source`.
         config: the model's ``SOLOConfig`` (image scale, grids, scale ranges, mask stride).
         batch_size: images per batch (global batch under a ``tf.distribute`` strategy).
-        augment: augmentation after the resize; default ``AugmentConfig.paper()`` (flips). An
-            image it enlarges beyond the canvas is cropped to it at a random place.
+        augment: augmentation after the resize; default ``AugmentConfig.paper()`` (flips). It is
+            applied as given: the pipeline never changes it (its ``crop_size`` included). When its
+            ``scale_range`` can enlarge an image (``high > 1``), one more step follows it, the
+            canvas crop: an image larger than its canvas is cropped to the canvas at a random
+            place (its own seed), so every image fits the batch; with ``high <= 1`` the resized
+            image always fits and the step is left out.
         seed: seeds the shuffle order, the scales and every augmentation.
         shuffle_buffer: ``tf.data`` shuffle buffer.
         start_step: batches already trained (when resuming): they are skipped before any work,
@@ -192,7 +203,10 @@ def training_dataset(source: tf.data.Dataset, config: SOLOConfig, *, batch_size:
         ConfigError: no image scale in ``config``, or bad ``short_sides``.
     """
     short_sides = check_short_sides(short_sides, config)
-    augment = augment or aug.AugmentConfig.paper()
+    augment = augment or AugmentConfig.paper()
+    # The augmentation runs as given (its crop_size too). The resize fits an image in its canvas;
+    # only a scale factor above 1 can make it overflow, and only then is the canvas crop added.
+    may_enlarge = augment.scale_range[1] > 1.0
     base_seed = tf.constant([seed, 0], tf.int64)
     image_scale = config.image_scale
     # A square scale gives both orientations one canvas: a Python constant, so batches have static
@@ -202,13 +216,13 @@ def training_dataset(source: tf.data.Dataset, config: SOLOConfig, *, batch_size:
 
     def prepare(index, sample):
         scale_seed, augment_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(
-            tf.random.experimental.stateless_fold_in(base_seed, index), num=3))
+            aug.element_seed(base_seed, index), num=3))
         # The canvas of the image's orientation, decided by its original size.
         canvas = fixed or canvas_size_tensor(tf.shape(sample["image"])[:2], image_scale)
         sample = aug.resize_to_scale(sample, training_scale(config, short_sides, scale_seed))
         sample = aug.augment(sample, augment_seed, augment)
-        if augment.scale_range[1] > 1.0:  # only an enlarged image can overflow its canvas
-            sample = aug.random_crop(sample, canvas, crop_seed)
+        if may_enlarge:
+            sample = aug.random_crop(sample, canvas, crop_seed)  # the canvas crop: see the docstring
         return to_training_example(sample, config, canvas)
 
     def orientation(index, sample):

@@ -1,5 +1,9 @@
 """COCO segmentations: polygons and RLE, their validation and rasterisation (notebook 01).
 
+One module past ~300 lines, because it is one idea: the three forms of a COCO segmentation and the
+checks each needs before pycocotools rasterises it; most of the length is the compressed-RLE format
+and its vectorised checks.
+
 A COCO annotation's ``segmentation`` takes one of three forms:
 
 * **polygons**, ``[[x0, y0, x1, y1, ...], ...]``: one flat list of pixel coordinates per part

@@ -1,5 +1,8 @@
 """A COCO dataset as sharded TFRecord files, read in parallel by ``tf.data`` (notebook 09).
 
+One module past ~300 lines, because it is one idea, a file format: the writer and the reader share
+the record layout (``FEATURES``) and the mask run encoding, and must change together.
+
 Why: the streaming source (``pipeline.streaming_source``) decodes and rasterises in one Python
 generator, which cannot use more than one core. Here the Python work (polygons -> masks with
 pycocotools) is done once, when the files are written; reading is TensorFlow ops only, which
@@ -38,7 +41,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from solo_lib.data.coco import CategoryMap, CocoDataset, read_json, resolve_inside
+from solo_lib.data.coco import CocoDataset
+from solo_lib.data.coco_file import CategoryMap, read_json, resolve_inside
 from solo_lib.data.images import ORIENTATION_TAG
 from solo_lib.errors import ConfigError, DatasetError
 from solo_lib.files import write_text_atomically
@@ -143,7 +147,7 @@ class ShardedDataset:
     Attributes:
         folder: the folder of the shards and ``dataset.json``.
         annotation_file: its ``dataset.json`` (named in messages, as ``CocoDataset.annotation_file``).
-        categories: the :class:`~solo_lib.data.coco.CategoryMap` of the source dataset.
+        categories: the :class:`~solo_lib.data.coco_file.CategoryMap` of the source dataset.
         files: the shard files, in shard order.
 
     Raises:
