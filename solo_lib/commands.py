@@ -277,11 +277,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         _writable_file(args.results, "--results", "results JSON")
     # The options are checked: now the modules that import TensorFlow.
     from solo_lib.evaluate import evaluate_model, write_results_json
-    from solo_lib.inference import predict
 
     dataset = _dataset(args.annotations, args.images, "val")
     model = _load(args.model)
-    result, detections = evaluate_model(model, dataset, model.config, predict)  # checks the classes first
+    result, detections = evaluate_model(model, dataset)  # checks the classes first
     print(result.summary())
     if args.results:
         write_results_json(detections, args.results)

@@ -101,7 +101,7 @@ def run_demo(out_dir: str | Path = "outputs", epochs: int | None = None, dataset
     results = {}
     width = max(5, len(val_name))
     for key, name, data in (("train", "train", train_set), ("val", val_name, val_set)):
-        results[key], _ = evaluate_model(model, data, model.config, predict)
+        results[key], _ = evaluate_model(model, data)
         r = results[key]
         print(f"{name:{width}s} mask AP {r.ap:.3f}  AP50 {r.ap50:.3f}  AP75 {r.ap75:.3f}")
     model.save(out_dir / "demo_model.keras")
@@ -116,7 +116,7 @@ def run_demo(out_dir: str | Path = "outputs", epochs: int | None = None, dataset
 # data/sample_model, or solo_lib/_data/sample_model in an installed wheel (solo_lib.resources).
 SAMPLE_MODEL = sample_model_dir()
 # The tiny preset pretrained on 192 synthetic images that are not the sample's (scripts/pretrain_shapes.py):
-# notebook 08 fine-tunes it. Load it with TrainConfig(pretrained=...) or solo_lib.checkpoints.load_pretrained.
+# notebook 08 fine-tunes it. Load it with TrainConfig(pretrained=...) or solo_lib.pretrained.load_pretrained.
 PRETRAINED_SHAPES = pretrained_shapes()
 
 

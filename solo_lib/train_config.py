@@ -14,6 +14,7 @@ from typing import Literal, get_args
 
 from solo_lib.data.augment_config import AugmentConfig
 from solo_lib.errors import ConfigError
+from solo_lib.resources import pretrained_shapes
 
 RESETTABLE = ("category_out", "kernel_out")  # the head's two output layers (solo_lib.model.head)
 Optimizer = Literal["sgd", "adam"]
@@ -195,10 +196,9 @@ class TrainConfig:
         with a margin whatever the seed: dropping the rate before the photos are memorised
         (a 60-step run decaying after 48) leaves some seeds far below the bar.
         """
-        from solo_lib.demo import PRETRAINED_SHAPES  # here, not at the top: solo_lib.demo imports TensorFlow
 
         params = dict(batch_size=2, warmup_steps=0, learning_rate=0.02, decay_epochs=(int(epochs * 0.8),),
-                      pretrained=str(PRETRAINED_SHAPES))
+                      pretrained=str(pretrained_shapes()))
         params.update(overrides)
         return cls.overfit_sample(epochs=epochs, **params)
 
