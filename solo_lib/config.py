@@ -13,6 +13,7 @@ import dataclasses
 import json
 
 from solo_lib.errors import ConfigError
+from solo_lib.model.registry import backbone_names
 
 NORMALIZATIONS = ("caffe", "unit")  # caffe: keras.applications.resnet.preprocess_input; unit: x / 255
 
@@ -24,7 +25,8 @@ class SOLOConfig:
     Attributes:
         num_classes: C, the number of object classes (no background class: SOLO's category
             branch is C independent sigmoid classifiers).
-        backbone: ``"resnet50"`` (``keras.applications.ResNet50``) or ``"tiny"``.
+        backbone: a name registered in ``solo_lib.model.registry``: ``"resnet50"``
+            (``keras.applications.ResNet50``), ``"tiny"``, or one a user registers.
         backbone_weights: ``None`` (random init, the default; nothing is downloaded),
             ``"imagenet"`` (downloads, for users who can), or a path to a weights file.
         freeze_backbone: keep the backbone's weights fixed during training.
@@ -142,8 +144,9 @@ class SOLOConfig:
                             f"{len(self.grid_sizes)} and {len(self.scale_ranges)}")
         if any(lo > hi or lo < 0 for lo, hi in self.scale_ranges):
             problems.append(f"each scale range needs 0 <= lo <= hi, got {self.scale_ranges}")
-        if self.backbone not in ("resnet50", "tiny"):
-            problems.append(f"backbone must be 'resnet50' or 'tiny', got {self.backbone!r}")
+        if self.backbone not in backbone_names():
+            problems.append(f"backbone must be one of {backbone_names()} (solo_lib.model.registry), "
+                            f"got {self.backbone!r}")
         if self.normalization not in NORMALIZATIONS:
             problems.append(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
         if self.backbone_weights == "imagenet" and (self.backbone != "resnet50" or self.normalization != "caffe"):

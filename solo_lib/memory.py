@@ -24,6 +24,24 @@ mapping; the README's Performance section gives the amount). ``malloc_trim(0)``
 Training tensors do not come from this heap: TensorFlow's CPU allocator (a BFC pool when oneDNN is
 on) keeps its own memory and reuses it step after step, so there is nothing to trim after later
 steps, and :class:`ReleaseFreedMemory` trims once, after the first training batch.
+
+**Why not a public API.** Neither job has one, so both reach past Keras, each in one place:
+
+* Keras orders nothing between the per-weight updates of ``Optimizer.apply``, and offers no hook
+  to. Calling ``apply_gradients`` once per weight would advance ``iterations`` (and so the learning
+  rate schedule) once per weight and clip each gradient alone; overriding ``update_step`` in a
+  subclass, its documented extension point, would take one subclass per optimiser
+  (``solo_lib.optim``) and change the optimiser class that checkpoints record. So
+  :func:`one_update_at_a_time` wraps the instance's ``update_step`` while one ``apply_gradients``
+  is traced. It relies on Keras' TensorFlow backend calling ``update_step(gradient, variable,
+  learning_rate)`` once per weight (``TFOptimizer._distributed_tf_update_step``). Were that to
+  change, the weights would still be right but the updates unordered (or a ``TypeError`` when
+  traced); ``tests/test_memory.py::test_updates_in_turn_give_the_same_weights_and_are_chained``
+  counts the ordering edges in the traced graph and fails then.
+* Neither Python, TensorFlow nor Keras returns free heap pages to the system; glibc's
+  ``malloc_trim`` is reached through ``ctypes``, and :func:`release_freed_memory` is a no-op
+  without glibc. (glibc's own setting, ``M_TRIM_THRESHOLD``, governs only the top of the heap,
+  not the pages freed below it, and as ``GLIBC_TUNABLES`` must be set before the process starts.)
 """
 
 from __future__ import annotations

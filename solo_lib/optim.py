@@ -12,7 +12,7 @@
   The paper's ``1e-4`` means the coupled one.
 
 Both are registered Keras objects, so ``.keras`` checkpoints that hold them load with
-``safe_mode=True``.
+``safe_mode=True``. TensorFlow ops, no ``keras.ops``, as in the model: training is TensorFlow-only.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
-from keras import ops
 
 if TYPE_CHECKING:
     from solo_lib.train_config import TrainConfig
@@ -84,8 +83,8 @@ class SGDL2(keras.optimizers.SGD):
 
     def update_step(self, gradient, variable, learning_rate):
         if self.l2:
-            gradient = ops.add(ops.cast(gradient, variable.dtype),
-                               ops.multiply(ops.cast(self.l2, variable.dtype), variable))
+            gradient = tf.add(tf.cast(gradient, variable.dtype),
+                              tf.multiply(tf.cast(self.l2, variable.dtype), tf.convert_to_tensor(variable)))
         super().update_step(gradient, variable, learning_rate)
 
     def get_config(self):

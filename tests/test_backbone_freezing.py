@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 
 from solo_lib.config import SOLOConfig
-from solo_lib.model.backbone import Backbone, BatchNormalization, frozen_prefixes
+from solo_lib.model.backbone import Backbone, BatchNormalization
+from solo_lib.model.registry import get_backbone
 from solo_lib.model.solov2 import SOLOv2, build_model, normalize_images
 from solo_lib.targets import collate_targets, image_targets
 
@@ -95,12 +96,13 @@ def test_frozen_stages_and_norm_eval_in_a_resnet_training_step(norm_eval, remat)
 
 
 def test_frozen_prefixes_follow_mmdetection():
-    assert frozen_prefixes("resnet50", -1) == ()
-    assert frozen_prefixes("resnet50", 0) == ("conv1_", "pool1_")
-    assert frozen_prefixes("resnet50", 1) == ("conv1_", "pool1_", "conv2_")
-    assert frozen_prefixes("resnet50", 4) == ("conv1_", "pool1_", "conv2_", "conv3_", "conv4_", "conv5_")
-    assert frozen_prefixes("tiny", -1) == frozen_prefixes("tiny", 0) == ()
-    assert frozen_prefixes("tiny", 2) == ("stage0_", "stage1_")
+    resnet, tiny = get_backbone("resnet50"), get_backbone("tiny")
+    assert resnet.frozen_prefixes(-1) == ()
+    assert resnet.frozen_prefixes(0) == ("conv1_", "pool1_")
+    assert resnet.frozen_prefixes(1) == ("conv1_", "pool1_", "conv2_")
+    assert resnet.frozen_prefixes(4) == ("conv1_", "pool1_", "conv2_", "conv3_", "conv4_", "conv5_")
+    assert tiny.frozen_prefixes(-1) == tiny.frozen_prefixes(0) == ()
+    assert tiny.frozen_prefixes(2) == ("stage0_", "stage1_")
     for bad in (-2, 5, True, 1.0):
         with pytest.raises(ValueError, match="frozen_stages"):
             Backbone("tiny", frozen_stages=bad)

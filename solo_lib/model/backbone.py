@@ -20,7 +20,11 @@ mmdetection's ``ResNet``) takes two more arguments:
 Both are Keras layers that save and load with ``safe_mode=True``. With ``remat=True`` a training
 call checkpoints the backbone piece by piece (``solo_lib.model.remat``), keeping only the pieces'
 outputs for the backward pass: ResNet-50's stem and stages, each stage replayed as a chain of
-smaller pieces (``RESNET50_SEGMENTS``), or each stage of the tiny backbone.
+smaller pieces (``solo_lib.model.registry.RESNET50_SEGMENTS``), or each stage of the tiny backbone.
+
+:class:`Backbone` builds whichever backbone ``solo_lib.model.registry`` has under its ``kind``: the
+two above are registered there, with their channels, taps, checkpoint pieces and stages; another
+is one builder function and one ``register_backbone`` call.
 """
 
 from __future__ import annotations
@@ -29,22 +33,9 @@ import os
 
 import keras
 
-from solo_lib.model.norm import GroupNormalization
+from solo_lib.model.blocks import conv_gn_relu
+from solo_lib.model.registry import RESNET50_TAPS, TINY_CHANNELS, get_backbone
 from solo_lib.model.remat import Segments, checkpointed_chain, use_remat
-
-RESNET50_TAPS = ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out")
-# Checkpoint pieces (see the module docstring), two levels deep (Chen et al. 2016, §4: recursive
-# checkpointing): the backward pass keeps only the stages' outputs (the stem's, C2-C5), and replays
-# a stage as a chain of smaller pieces (the blocks of conv2, conv3 and conv4 in halves, conv5
-# whole), keeping their outputs only during that stage's replay. The step's peak is what stays
-# alive through the whole backward pass (stage outputs, weight gradients) plus the largest single
-# replay. On the paper preset two levels peak lower than the same small pieces in one level
-# (README, Performance).
-RESNET50_SEGMENTS = (("pool1_pool",), ("conv2_block1_out", "conv2_block2_out", "conv2_block3_out"),
-                     ("conv3_block2_out", "conv3_block4_out"), ("conv4_block3_out", "conv4_block6_out"),
-                     ("conv5_block3_out",))
-TINY_CHANNELS = (32, 64, 96, 128)
-TINY_TAPS = tuple(f"stage{stage}_relu1" for stage in range(4))
 
 
 @keras.saving.register_keras_serializable(package="solo_lib")
@@ -111,50 +102,37 @@ def _tiny_features(groups: int, closed_form_gradient: bool = True) -> keras.Mode
     for stage, channels in enumerate(TINY_CHANNELS):
         # Stage 0 halves twice (stem + stage) to reach stride 4, later stages halve once.
         for block, stride in enumerate((2, 2) if stage == 0 else (2, 1)):
-            x = keras.layers.Conv2D(channels, 3, strides=stride, padding="same", use_bias=False,
-                                    name=f"stage{stage}_conv{block}")(x)
-            x = GroupNormalization(groups, closed_form_gradient=closed_form_gradient, name=f"stage{stage}_gn{block}")(x)
-            x = keras.layers.ReLU(name=f"stage{stage}_relu{block}")(x)
+            for layer in conv_gn_relu(channels, 3, groups, f"stage{stage}", block, strides=stride,
+                                      closed_form_gradient=closed_form_gradient):
+                x = layer(x)
         outputs.append(x)
     return keras.Model(inputs, outputs, name="tiny_c2_c5")
 
 
-def frozen_prefixes(kind: str, frozen_stages: int) -> tuple[str, ...]:
-    """Name prefixes of the backbone layers that ``frozen_stages`` freezes.
-
-    mmdetection's ``ResNet._freeze_stages`` (the reference's backbone): -1 freezes nothing, 0 the
-    stem, k >= 1 the stem and the first k stages. ResNet-50's stem is ``conv1_*`` and ``pool1_*``
-    and its stages ``conv2_*`` ... ``conv5_*``; the tiny backbone has no separate stem, so k
-    freezes its stages ``stage0_*`` ... ``stage{k-1}_*`` and 0 freezes nothing.
-
-    Raises:
-        ValueError: ``frozen_stages`` outside ``-1..4``.
-    """
-    if isinstance(frozen_stages, bool) or not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= 4:
-        raise ValueError(f"frozen_stages must be -1 (none), 0 (the stem) or 1-4, got {frozen_stages!r}")
-    if kind == "resnet50":
-        stem = ("conv1_", "pool1_") if frozen_stages >= 0 else ()
-        return stem + tuple(f"conv{stage}_" for stage in range(2, frozen_stages + 2))
-    return tuple(f"stage{stage}_" for stage in range(frozen_stages))
-
-
 @keras.saving.register_keras_serializable(package="solo_lib")
 class Backbone(keras.layers.Layer):
-    """C2-C5 feature extractor.
+    """C2-C5 feature extractor: the backbone registered as ``kind`` (``solo_lib.model.registry``).
 
     Args:
-        kind: ``"resnet50"`` or ``"tiny"``.
-        weights: ``None`` (random init), ``"imagenet"`` or a local weights file (resnet50 only).
+        kind: a registered name: ``"resnet50"``, ``"tiny"`` or one added with ``register_backbone``.
+        weights: ``None`` (random init), ``"imagenet"`` or a local weights file (backbones with
+            pretrained weights only: resnet50).
         freeze: keep all the weights fixed (``trainable = False``).
-        groups: GroupNorm groups of the tiny backbone.
+        groups: GroupNorm groups (the tiny backbone's; resnet50 has none).
         remat: checkpoint the backbone in training calls (see the module docstring).
-        frozen_stages: keep the stem and the first stages fixed (see :func:`frozen_prefixes`).
+        frozen_stages: keep the stem and the first stages fixed
+            (``solo_lib.model.registry.BackboneSpec.frozen_prefixes``).
         norm_eval: run every BatchNormalization in inference mode, its scale and offset still
             trainable (see :class:`BatchNormalization`); the tiny backbone has none.
 
     Call:
         images ``(B, H, W, 3)`` normalised -> ``[C2, C3, C4, C5]`` at strides 4, 8, 16, 32
         (sizes ``ceil(H / stride)``).
+
+    Raises:
+        ConfigError: ``kind`` is not registered.
+        ValueError: ``weights`` for a backbone without pretrained weights, a bad ``frozen_stages``,
+            or a builder whose outputs do not match its registration.
     """
 
     def __init__(self, kind: str = "resnet50", weights: str | None = None, freeze: bool = False, groups: int = 16,
@@ -162,27 +140,20 @@ class Backbone(keras.layers.Layer):
         super().__init__(**kwargs)
         self.kind, self.weights_source, self.freeze, self.groups, self.remat = kind, weights, freeze, groups, remat
         self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
-        frozen = frozen_prefixes(kind, frozen_stages)
-        if kind == "resnet50":
-            self.features = _resnet50_features(weights, norm_eval)
-            taps, boundaries = RESNET50_TAPS, RESNET50_SEGMENTS
-        elif kind == "tiny":
-            if weights is not None:
-                raise ValueError("the tiny backbone has no pretrained weights; use weights=None")
-            self.features = _tiny_features(groups, closed_form_gradient=not remat)
-            taps, boundaries = TINY_TAPS, tuple((name,) for name in TINY_TAPS)
-        else:
-            raise ValueError(f"unknown backbone {kind!r}; use 'resnet50' or 'tiny'")
+        spec = get_backbone(kind)
+        frozen = spec.frozen_prefixes(frozen_stages)
+        if weights is not None and not spec.pretrained:
+            raise ValueError(f"the {kind} backbone has no pretrained weights; use weights=None")
+        self.features = spec.build(weights=weights, groups=groups, norm_eval=norm_eval,
+                                   closed_form_gradient=not remat)
+        _check_outputs(self.features, spec)
         self.features.trainable = not freeze
         for layer in self.features.layers:
             if layer.name.startswith(frozen):
                 layer.trainable = False
-        self.taps, self.groups_of_pieces = taps, boundaries
-        self.segments = Segments.of(self.features, [name for group in boundaries for name in group]) if remat else None
-
-    @property
-    def channels(self) -> tuple[int, ...]:
-        return (256, 512, 1024, 2048) if self.kind == "resnet50" else TINY_CHANNELS
+        self.channels, self.taps, self.groups_of_pieces = spec.channels, spec.taps, spec.segments
+        self.segments = (Segments.of(self.features, [name for group in spec.segments for name in group])
+                         if remat else None)
 
     def call(self, images, training=None):
         if not use_remat(self.remat, training, self.features):
@@ -202,3 +173,17 @@ class Backbone(keras.layers.Layer):
         return {**super().get_config(), "kind": self.kind, "weights": None, "freeze": self.freeze,
                 "groups": self.groups, "remat": self.remat, "frozen_stages": self.frozen_stages,
                 "norm_eval": self.norm_eval}
+
+
+def _check_outputs(features: keras.Model, spec) -> None:
+    """Fails unless ``features`` gives four maps of ``spec.channels`` channels, from the layers
+    ``spec.taps`` names: a registration that does not match its builder fails here, when the model
+    is built, rather than as a shape error in the FPN or a wrong piece in a checkpointed step."""
+    got = [output.shape[-1] for output in features.outputs]
+    if got != list(spec.channels):
+        raise ValueError(f"backbone {spec.name!r}: its builder gives maps of {got} channels, its registration says "
+                         f"{list(spec.channels)}")
+    names = [layer.name for layer in features.layers]
+    missing = [tap for group in spec.segments for tap in group if tap not in names]
+    if missing:
+        raise ValueError(f"backbone {spec.name!r}: no layers named {missing} (its taps or checkpoint pieces)")

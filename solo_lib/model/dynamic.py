@@ -6,6 +6,8 @@ The model's outputs are flat over the grid cells of all levels (``sum S^2`` rows
 row-major within a level), so one integer indexes a cell of any level. Only the kernels of the
 cells we need (positives in training, kept cells at inference) are gathered and applied, in one
 batched einsum: computing masks for all 3872 cells of the paper model would not fit a laptop.
+
+TensorFlow ops, as in every model file: the model trains with a TensorFlow-only step.
 """
 
 import tensorflow as tf

@@ -7,13 +7,15 @@ Upsampling is cropped to the finer map's exact size, so inputs whose size is not
 still work. With ``remat=True`` a training call checkpoints the pyramid in two pieces
 (``solo_lib.model.remat``): the lateral convs and top-down sums (C2-C5 -> M2-M5), and the 3x3
 output convs (M2-M5 -> P2-P6), so the backward pass keeps only C2-C5 and M2-M5.
+
+TensorFlow ops, no ``keras.ops``: the model trains with a TensorFlow-only step, so a second
+vocabulary buys no portability (and ``tf.image.resize`` takes a size known only when run).
 """
 
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
-from keras import ops
 
 from solo_lib.model.remat import checkpointed, use_remat
 
@@ -34,8 +36,8 @@ def upsample2x_like(x, reference):
     For an exact 2x size this equals nearest resizing; written with ``repeat`` because XLA on CPU
     has no gradient kernel for nearest resizing (``jit_compile=True`` training).
     """
-    size = ops.shape(reference)[1:3]
-    x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+    size = tf.shape(reference)[1:3]
+    x = tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)
     return x[:, : size[0], : size[1]]
 
 

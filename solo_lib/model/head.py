@@ -19,6 +19,9 @@ With ``remat=True`` a training call checkpoints each branch on each level
 one level at a time, summing the gradients of the shared tower weights as it goes. In the paper
 model the towers are two thirds of the forward FLOPs, so this replay is the most expensive part of
 checkpointing.
+
+TensorFlow ops throughout, no ``keras.ops``: the model trains with a TensorFlow-only step
+(``tf.GradientTape``, ``tf.custom_gradient`` checkpoints), so a second vocabulary buys no portability.
 """
 
 from __future__ import annotations
@@ -27,9 +30,8 @@ import math
 
 import keras
 import tensorflow as tf
-from keras import ops
 
-from solo_lib.model.norm import GroupNormalization
+from solo_lib.model.blocks import conv_gn_relu
 from solo_lib.model.remat import checkpointed_in_turn, use_remat
 
 
@@ -62,12 +64,10 @@ def conv_gn_relu_tower(num_convs, channels, groups, name, closed_form_gradient=T
     """``num_convs`` x (3x3 conv without bias -> GroupNorm -> ReLU), weights ~ N(0, 0.01)."""
     layers = []
     for i in range(num_convs):
-        layers += [
-            keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"{name}_conv{i}",
-                                kernel_initializer=keras.initializers.RandomNormal(stddev=0.01)),
-            GroupNormalization(groups, closed_form_gradient=closed_form_gradient, name=f"{name}_gn{i}"),
-            keras.layers.ReLU(name=f"{name}_relu{i}"),
-        ]
+        # One initializer per conv: an unseeded Keras initializer draws its seed when it is created.
+        layers += conv_gn_relu(channels, 3, groups, name, i,
+                               kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+                               closed_form_gradient=closed_form_gradient)
     return keras.Sequential(layers, name=name)
 
 
@@ -114,8 +114,8 @@ class SOLOv2Head(keras.layers.Layer):
         def grid(level, feature):
             """``(B, h, w, F)`` with coordinates, resized to the level's grid: ``(B, S, S, F + 2)``."""
             s = self.grid_sizes[level]
-            with_coords = ops.concatenate([feature, coordinate_channels(feature)], axis=-1)
-            return ops.image.resize(with_coords, (s, s), interpolation="bilinear")
+            with_coords = tf.concat([feature, coordinate_channels(feature)], axis=-1)
+            return tf.image.resize(with_coords, (s, s), method="bilinear")
 
         def branch(index, cells):
             """Branch ``index % 2`` (0: kernel ``(B, S, S, E)``, 1: category ``(B, S, S, C)``) on a grid."""
@@ -136,10 +136,9 @@ class SOLOv2Head(keras.layers.Layer):
         categories, kernels = [], []
         for level, s in enumerate(self.grid_sizes):
             (kernel,), (category,) = outputs[2 * level], outputs[2 * level + 1]
-            batch = ops.shape(kernel)[0]
-            kernels.append(ops.reshape(kernel, (batch, s * s, self.kernel_channels)))
-            categories.append(ops.reshape(category, (batch, s * s, self.num_classes)))
-        return {"category": ops.concatenate(categories, axis=1), "kernel": ops.concatenate(kernels, axis=1)}
+            kernels.append(tf.reshape(kernel, (-1, s * s, self.kernel_channels)))
+            categories.append(tf.reshape(category, (-1, s * s, self.num_classes)))
+        return {"category": tf.concat(categories, axis=1), "kernel": tf.concat(kernels, axis=1)}
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "grid_sizes": list(self.grid_sizes),

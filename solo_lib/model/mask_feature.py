@@ -8,16 +8,19 @@ summed, and a 1x1 conv -> GroupNorm -> ReLU gives E channels. A dynamic kernel f
 turns F into one instance mask (``solo_lib.model.dynamic``). With ``remat=True`` a training call
 checkpoints the four level paths (replayed one after another) and the fusion
 (``solo_lib.model.remat``).
+
+TensorFlow ops, no ``keras.ops``: the model trains with a TensorFlow-only step, so a second
+vocabulary buys no portability.
 """
 
 from __future__ import annotations
 
 import keras
-from keras import ops
+import tensorflow as tf
 
+from solo_lib.model.blocks import conv_gn_relu
 from solo_lib.model.fpn import resize_like
 from solo_lib.model.head import coordinate_channels
-from solo_lib.model.norm import GroupNormalization
 from solo_lib.model.remat import checkpointed, checkpointed_in_turn, use_remat
 
 
@@ -36,31 +39,29 @@ class MaskFeatureBranch(keras.layers.Layer):
         super().__init__(**kwargs)
         self.hidden_channels, self.out_channels, self.groups = hidden_channels, out_channels, groups
         self.remat = remat
+        # One initializer for every conv here. Unseeded, it draws its seed once, when created, so
+        # convs of the same shape start with the same weights (p2-p4's first blocks; the later
+        # blocks), unlike the reference's independent normal_init(std=0.01) per conv. Kept as is:
+        # a new initializer per conv would change every initial, and so every trained, weight.
         normal = keras.initializers.RandomNormal(stddev=0.01)
 
         def block(name):
-            return keras.Sequential([
-                keras.layers.Conv2D(hidden_channels, 3, padding="same", use_bias=False, kernel_initializer=normal,
-                                    name=f"{name}_conv"),
-                GroupNormalization(groups, closed_form_gradient=not remat, name=f"{name}_gn"),
-                keras.layers.ReLU(name=f"{name}_relu"),
-            ], name=name)
+            return keras.Sequential(conv_gn_relu(hidden_channels, 3, groups, name, kernel_initializer=normal,
+                                                 closed_form_gradient=not remat), name=name)
 
         # Level k (P2..P5) has max(k, 1) blocks; after each block but the P2 one, a 2x upsampling.
         # One attribute per block (tf.train.Checkpoint does not follow layers kept in lists).
         for k in range(4):
             for i in range(max(k, 1)):
                 setattr(self, f"p{k + 2}_block{i}", block(f"p{k + 2}_block{i}"))
-        self.fuse = keras.Sequential([
-            keras.layers.Conv2D(out_channels, 1, use_bias=False, kernel_initializer=normal, name="fuse_conv"),
-            GroupNormalization(groups, closed_form_gradient=not remat, name="fuse_gn"),
-            keras.layers.ReLU(name="fuse_relu"),
-        ], name="fuse")
+        self.fuse = keras.Sequential(conv_gn_relu(out_channels, 1, groups, "fuse", padding="valid",
+                                                  kernel_initializer=normal, closed_form_gradient=not remat),
+                                     name="fuse")
 
     def call(self, features, training=None):
         def level_path(x, k):
             if k == 3:
-                x = ops.concatenate([x, coordinate_channels(x)], axis=-1)
+                x = tf.concat([x, coordinate_channels(x)], axis=-1)
             for i in range(max(k, 1)):
                 block = getattr(self, f"p{k + 2}_block{i}")
                 x = block(x, training=training)

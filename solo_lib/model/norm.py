@@ -28,6 +28,15 @@ faster (the README's Performance section has the figures). ``tests/test_norm.py`
 three gradients against ``keras.layers.GroupNormalization``. Other backends, other ranks or axes,
 half-precision inputs, and models built with ``remat=True`` (see ``closed_form_gradient``) use the
 parent's ``call``.
+
+**Why the same class name.** Keras' ``.weights.h5`` and ``.keras`` files address a layer inside a
+model by its class name, snake-cased (``keras/src/saving/saving_lib.py``, ``_save_container_state``:
+layer names are deliberately not used), and Keras offers no public way to choose that key. So a
+subclass keeps the parent's name, and weights saved with ``keras.layers.GroupNormalization``
+(``data/sample_model``, a learner's checkpoints) load into it; ``register_keras_serializable``
+files it as ``solo_lib>GroupNormalization``, apart from Keras' own. The backbone's
+``BatchNormalization`` does the same. If Keras keyed weights by another name, such files would stop
+loading: ``tests/test_norm.py::test_weights_saved_from_keras_layer_load_into_ours`` fails then.
 """
 
 from __future__ import annotations

@@ -11,13 +11,15 @@
 Masks come from ``dynamic_conv(mask_feature, gather_kernels(kernel, cells))`` for the cells that
 matter (positives in training, cells that pass the score threshold at inference), never for all
 cells. The model saves and loads as a ``.keras`` file with ``safe_mode=True``.
+
+TensorFlow ops throughout, no ``keras.ops``: the training step (``tf.GradientTape``,
+``tf.while_loop``, ``tf.distribute``) is TensorFlow-only, so a second vocabulary buys no portability.
 """
 
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
-from keras import ops
 
 from solo_lib.config import SOLOConfig
 from solo_lib.errors import CheckpointError, ConfigError
@@ -40,9 +42,9 @@ def normalize_images(images, mode: str):
         mode: ``"caffe"`` (the ResNet50 ImageNet preprocessing, equal to
             ``keras.applications.resnet.preprocess_input``) or ``"unit"`` (divide by 255).
     """
-    x = ops.cast(images, "float32")
+    x = tf.cast(images, tf.float32)
     if mode == "caffe":
-        return x[..., ::-1] - ops.convert_to_tensor(CAFFE_BGR_MEANS, "float32")
+        return x[..., ::-1] - tf.constant(CAFFE_BGR_MEANS, tf.float32)
     if mode == "unit":
         return x / 255.0
     raise ValueError(f"unknown normalization {mode!r}")
@@ -53,17 +55,17 @@ def pad_to_multiple(images, multiple: int = 32):
 
     Annotations keep their coordinates: padding adds pixels after the image, never before.
     """
-    shape = ops.shape(images)
+    shape = tf.shape(images)
     pad_h = (-shape[1]) % multiple
     pad_w = (-shape[2]) % multiple
-    return ops.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+    return tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
 
 
 def split_levels(flat, grid_sizes):
     """``(B, sum S^2, X)`` -> list of ``(B, S, S, X)``, one per level."""
     out, start = [], 0
     for s in grid_sizes:
-        out.append(ops.reshape(flat[:, start:start + s * s], (-1, s, s, ops.shape(flat)[-1])))
+        out.append(tf.reshape(flat[:, start:start + s * s], (-1, s, s, tf.shape(flat)[-1])))
         start += s * s
     return out
 
@@ -270,5 +272,5 @@ def check_classes(model, dataset) -> None:
 def build_model(config: SOLOConfig, image_size: tuple[int, int] = (256, 256), class_names=None) -> SOLOv2:
     """A SOLOv2 model with its weights created (one forward pass on zeros of ``image_size``)."""
     model = SOLOv2(config, class_names)
-    model(ops.zeros((1, *image_size, 3)))
+    model(tf.zeros((1, *image_size, 3)))
     return model
