@@ -61,8 +61,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import (Result, Target, Timing, apply_env_defaults, error_result, peak_rss_mb, reset_peak_rss,
-                          run_worker, worker_reply)
+from bench.common import (
+    Result,
+    Target,
+    Timing,
+    apply_env_defaults,
+    error_result,
+    peak_rss_mb,
+    reset_peak_rss,
+    run_worker,
+    worker_reply,
+)
 from bench.efficiency import MATMUL_N
 
 CASES = ("tiny", "paper 1333x800", "paper 768x448")

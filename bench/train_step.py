@@ -29,8 +29,18 @@ import argparse
 import time
 
 from bench import setups
-from bench.common import (Result, Target, apply_env_defaults, current_rss_mb, error_result, measure, peak_rss_mb,
-                          reset_peak_rss, run_worker, worker_reply)
+from bench.common import (
+    Result,
+    Target,
+    apply_env_defaults,
+    current_rss_mb,
+    error_result,
+    measure,
+    peak_rss_mb,
+    reset_peak_rss,
+    run_worker,
+    worker_reply,
+)
 
 CASES_FULL = ("paper", "paper_remat", "paper_accumulate", "paper_xla", "tiny")
 CASES_QUICK = ("paper", "paper_remat", "paper_accumulate", "tiny")  # XLA-compiling the paper step takes minutes

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from make_sample_data import PRETRAINING_FIRST_SEED, pretraining_specs, write_split
+
 from solo_lib.config import SOLOConfig
 from solo_lib.data import augment as aug
 from solo_lib.data.coco import CocoDataset, load_sample_dataset

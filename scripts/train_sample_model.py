@@ -17,10 +17,10 @@ import os
 import sys
 from pathlib import Path
 
+from solo_lib.callbacks import MaskAPCurve
 from solo_lib.config import SOLOConfig
 from solo_lib.data import pipeline
 from solo_lib.data.coco import load_sample_dataset
-from solo_lib.callbacks import MaskAPCurve
 from solo_lib.pretrained import save_weights_only
 from solo_lib.train import train
 from solo_lib.train_config import TrainConfig

@@ -31,7 +31,6 @@ from solo_lib.resources import pretrained_shapes, sample_model_dir
 from solo_lib.train import train
 from solo_lib.train_config import TrainConfig
 
-
 DRAW_SCORE = 0.3  # the pictures show confident predictions; COCO AP uses them all
 
 

@@ -24,8 +24,15 @@ import tensorflow as tf
 
 from solo_lib import distributed
 from solo_lib.callbacks import EpochCheckpoint, EpochCounter, EpochLog, NonFiniteLossGuard, ProgressBar
-from solo_lib.checkpoints import (check_free_space, load_checkpoint, prepare_output_dir, refuse_other_run,
-                                  remove_checkpoints, remove_stale_temporaries, resume_path)
+from solo_lib.checkpoints import (
+    check_free_space,
+    load_checkpoint,
+    prepare_output_dir,
+    refuse_other_run,
+    remove_checkpoints,
+    remove_stale_temporaries,
+    resume_path,
+)
 from solo_lib.config import SOLOConfig
 from solo_lib.data import pipeline
 from solo_lib.data.coco import CocoDataset

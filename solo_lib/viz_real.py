@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from solo_lib.evaluate import greedy_match
-from solo_lib.viz_style import class_color
 from solo_lib.viz_eval import _iou_matrix
+from solo_lib.viz_style import class_color
 
 
 def object_outcomes(prediction: dict, gt_masks, gt_labels, score_thr: float, iou_thr: float = 0.5) -> dict:

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tolerances import assert_close_float32
 
 from solo_lib.config import SOLOConfig
 from solo_lib.data import pipeline
@@ -22,7 +23,6 @@ from solo_lib.model.solov2 import build_model
 from solo_lib.targets import collate_targets, image_targets
 from solo_lib.train import train
 from solo_lib.train_config import TrainConfig
-from tolerances import assert_close_float32
 
 TINY = SOLOConfig.tiny(4, image_scale=(128, 128))
 # Rounding bounds as in tests/test_remat.py: a weight gradient of the tiny network sums over

@@ -11,17 +11,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tolerances import assert_close_float32
 
 from solo_lib.config import SOLOConfig
 from solo_lib.errors import ConfigError
 from solo_lib.losses import solo_losses
 from solo_lib.model.backbone import Backbone
 from solo_lib.model.blocks import conv_gn_relu
-from solo_lib.model.registry import (BackboneSpec, backbone_names, get_backbone, register_backbone,
-                                     unregister_backbone)
+from solo_lib.model.registry import BackboneSpec, backbone_names, get_backbone, register_backbone, unregister_backbone
 from solo_lib.model.solov2 import build_model
 from solo_lib.targets import collate_targets, image_targets
-from tolerances import assert_close_float32
 
 TOY_CHANNELS = (16, 16, 32, 32)
 

@@ -21,13 +21,13 @@ import keras
 import pytest
 
 from solo_lib import __main__ as cli
-from solo_lib import commands
 from solo_lib import checkpoints as checkpoints_module
+from solo_lib import commands
 from solo_lib import train as train_module
+from solo_lib.checkpoints import load_checkpoint
 from solo_lib.data.coco import CocoDataset, load_sample_dataset, sample_dataset_paths
 from solo_lib.errors import CheckpointError, ConfigError, SoloError
 from solo_lib.model.solov2 import check_classes
-from solo_lib.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # One optimisation step: enough for a real checkpoint.

@@ -12,8 +12,13 @@ from pycocotools import mask as mask_utils
 from solo_lib.data.coco import CocoDataset, load_sample_dataset
 from solo_lib.data.segmentation import decode_segmentation
 from solo_lib.errors import DatasetError, DatasetWarning
-from solo_lib.evaluate import (encode_masks, evaluate_model, evaluate_segm, predictions_to_coco_results,
-                               write_results_json)
+from solo_lib.evaluate import (
+    encode_masks,
+    evaluate_model,
+    evaluate_segm,
+    predictions_to_coco_results,
+    write_results_json,
+)
 
 
 def gt_results(dataset, keep=lambda masks: slice(None), score=1.0):

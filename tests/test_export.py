@@ -30,8 +30,7 @@ from solo_lib.__main__ import main
 from solo_lib.config import SOLOConfig
 from solo_lib.data.coco import CocoDataset, load_real_photos, sample_dataset_paths
 from solo_lib.demo import load_sample_model
-from solo_lib.export import (FILES, FORMATS, ExportError, compare_instances, export, run_standalone,
-                             serving_function)
+from solo_lib.export import FILES, FORMATS, ExportError, compare_instances, export, run_standalone, serving_function
 from solo_lib.inference import predict
 from solo_lib.model.dynamic import dynamic_conv, dynamic_conv_matmul
 from solo_lib.model.solov2 import build_model

@@ -10,12 +10,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from tolerances import assert_close_float32  # noqa: E402
 
 from solo_lib.config import SOLOConfig  # noqa: E402
 from solo_lib.inference import category_scores, instances, point_nms, postprocess, predict, preprocess  # noqa: E402
 from solo_lib.model.solov2 import build_model  # noqa: E402
 from solo_lib.viz import draw_predictions  # noqa: E402
-from tolerances import assert_close_float32  # noqa: E402
 
 # grids (24, 16, 12), level strides (8, 8, 16); the reference small-mask rule (scale 1.0)
 CONFIG = SOLOConfig.tiny(3, mask_area_scale=1.0)

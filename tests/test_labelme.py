@@ -14,8 +14,8 @@ from pycocotools import mask as mask_utils
 
 from solo_lib.__main__ import main
 from solo_lib.data.coco import CocoDataset, sample_dataset_paths
-from solo_lib.data.segmentation import decode_segmentation
 from solo_lib.data.labelme import circle_polygon, convert_labelme_dir, read_labels_file, write_coco_json
+from solo_lib.data.segmentation import decode_segmentation
 from solo_lib.errors import DatasetError, DatasetWarning
 
 H, W = 60, 80

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from tolerances import assert_close_float32
 
 from solo_lib.config import SOLOConfig
 from solo_lib.losses import dice_loss, focal_loss, solo_losses
-from tolerances import assert_close_float32
 
 C = 3
 # float32 losses against float64 numpy: a focal sum over B x M x C = 2 x 20 x 3 = 120 positive

@@ -6,12 +6,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tolerances import assert_close_float32
 
 from solo_lib.config import SOLOConfig
 from solo_lib.model.dynamic import dynamic_conv, gather_kernels
 from solo_lib.model.head import coordinate_channels
 from solo_lib.model.solov2 import SOLOv2, build_model, normalize_images, pad_to_multiple, split_levels
-from tolerances import assert_close_float32
 
 TINY = SOLOConfig.tiny(4)
 

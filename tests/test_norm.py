@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tolerances import EPS32, assert_close_float32
 
 from solo_lib.model.norm import GroupNormalization
-from tolerances import EPS32, assert_close_float32
 
 
 def pair(channels, groups, seed=0):

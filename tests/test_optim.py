@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 import pytest
+from tolerances import assert_close_float32
 
 from solo_lib.optim import SGDL2
-from tolerances import assert_close_float32
 
 
 def torch_sgd_reference(w, grads, lr, momentum, l2, clip):

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from solo_lib.callbacks import MaskAPCurve
 from solo_lib.config import SOLOConfig
 from solo_lib.data.coco import load_sample_dataset
 from solo_lib.demo import PRETRAINED_SHAPES, load_sample_model
 from solo_lib.model.solov2 import build_model
-from solo_lib.callbacks import MaskAPCurve
 from solo_lib.pretrained import load_pretrained, pretrained_info
 from solo_lib.train import train
 from solo_lib.train_config import TrainConfig

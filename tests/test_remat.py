@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tolerances import EPS32, assert_close_float32
 
 from solo_lib.config import SOLOConfig
 from solo_lib.data import pipeline
@@ -16,7 +17,6 @@ from solo_lib.data.coco import load_sample_dataset
 from solo_lib.losses import solo_losses
 from solo_lib.model.remat import checkpointed, checkpointed_chain, checkpointed_in_turn
 from solo_lib.model.solov2 import SOLOv2, build_model
-from tolerances import EPS32, assert_close_float32
 
 TINY = SOLOConfig.tiny(4)
 

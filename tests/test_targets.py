@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from solo_lib.config import SOLOConfig
-from solo_lib.targets import (LevelTargets, _resize_masks_tf, assign_grid_cells, image_targets, instance_geometry,
-                              level_offsets, mask_targets)
+from solo_lib.targets import (
+    LevelTargets,
+    _resize_masks_tf,
+    assign_grid_cells,
+    image_targets,
+    instance_geometry,
+    level_offsets,
+    mask_targets,
+)
 
 
 def one_level(grid, num_classes=3, pos_scale=0.2):

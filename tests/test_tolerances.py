@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from tolerances import EPS32, assert_close_float32, float32_bound
 
 K = 1024  # terms of each dot product below

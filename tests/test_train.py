@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from solo_lib.checkpoints import latest_checkpoint, save_atomically
 from solo_lib.config import SOLOConfig
 from solo_lib.data import pipeline
 from solo_lib.data.coco import load_sample_dataset
-from solo_lib.targets import image_targets
-from solo_lib.checkpoints import latest_checkpoint, save_atomically
 from solo_lib.errors import ConfigError, TrainingError
 from solo_lib.optim import WarmupStepDecay
+from solo_lib.targets import image_targets
 from solo_lib.train import train
 from solo_lib.train_config import TrainConfig
 

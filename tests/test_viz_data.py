@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from solo_lib import viz_data  # noqa: E402
-from solo_lib.viz_style import class_color  # noqa: E402
 from solo_lib.data.segmentation import decode_segmentation  # noqa: E402
+from solo_lib.viz_style import class_color  # noqa: E402
 
 
 def test_object_size_histogram_counts_box_sizes_per_bin():

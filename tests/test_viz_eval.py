@@ -10,8 +10,15 @@ import pytest  # noqa: E402
 
 from solo_lib.data.coco import load_sample_dataset  # noqa: E402
 from solo_lib.evaluate import evaluate_segm, predictions_to_coco_results  # noqa: E402
-from solo_lib.viz_eval import (MEAN_TITLE, coco_evaluator, count_matches, draw_generalisation,  # noqa: E402
-                               draw_pr_curves, pr_curve, prediction_from_results)
+from solo_lib.viz_eval import (  # noqa: E402
+    MEAN_TITLE,
+    coco_evaluator,
+    count_matches,
+    draw_generalisation,
+    draw_pr_curves,
+    pr_curve,
+    prediction_from_results,
+)
 
 
 @pytest.fixture(scope="module")

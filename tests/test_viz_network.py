@@ -8,8 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from solo_lib.viz_network import (  # noqa: E402
-    draw_channels, draw_feature_maps, draw_kernel_mask, kernel_mask_iou, mean_abs_maps)
+from solo_lib.viz_network import draw_channels, draw_feature_maps, draw_kernel_mask, kernel_mask_iou, mean_abs_maps  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

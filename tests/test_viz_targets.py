@@ -9,11 +9,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from solo_lib import viz  # noqa: E402
-from solo_lib.viz_style import class_color  # noqa: E402
 from solo_lib.config import SOLOConfig  # noqa: E402
 from solo_lib.data.coco import load_sample_dataset  # noqa: E402
 from solo_lib.geometry import canvas_size, on_canvas  # noqa: E402
 from solo_lib.targets import assign_grid_cells  # noqa: E402
+from solo_lib.viz_style import class_color  # noqa: E402
 
 CONFIG = SOLOConfig.tiny(3, grid_sizes=(8, 4), scale_ranges=((1, 20), (16, 100)))
 

@@ -20,8 +20,7 @@ checker against the solution and against a wrong answer. The checkers live in
 
 from __future__ import annotations
 
-from solo_lib.exercises import (annotation, deploy, evaluation, foundations, inference, network, targets_losses,
-                                training)
+from solo_lib.exercises import annotation, deploy, evaluation, foundations, inference, network, targets_losses, training
 from solo_lib.exercises.common import Wrong
 
 __all__ = ["CHECKERS", "SOLUTIONS", "Wrong", "check"]

@@ -14,7 +14,6 @@ from pycocotools import mask as mask_utils
 
 from solo_lib.exercises.common import expect as _expect
 
-
 # -- 00: the sample dataset ------------------------------------------------------------------
 
 def check_00_count_instances(count_instances) -> str:

@@ -14,7 +14,6 @@ import numpy as np
 from solo_lib.exercises.common import Wrong
 from solo_lib.exercises.common import expect as _expect
 
-
 # -- 04: centre-region assignment ------------------------------------------------------------
 
 def _centre_region_cases():

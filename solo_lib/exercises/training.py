@@ -16,7 +16,6 @@ from pycocotools import mask as mask_utils
 from solo_lib.exercises.common import blobs as _blobs
 from solo_lib.exercises.common import expect as _expect
 
-
 # -- 08: one training step by hand -----------------------------------------------------------
 
 def check_08a_train_step(train_step) -> str:
