@@ -75,6 +75,11 @@ class Sample:
 def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
     """Tight boxes of binary masks.
 
+    The rule of :func:`solo_lib.data.augment.boxes_from_masks`, in numpy. Both stay: a
+    ``CocoDataset`` builds its samples without TensorFlow (``coco.py`` runs with no graph), and the
+    augmentation needs its tensor version inside ``tf.data``; ``tests/test_viz.py`` and
+    ``tests/test_tfrecord.py`` check that the two agree.
+
     Args:
         masks: ``(N, H, W)`` binary masks.
 
