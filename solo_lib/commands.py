@@ -181,7 +181,8 @@ def run_train(args: argparse.Namespace) -> int:
                                 f"fix that and start every worker again") from None
     done = int(model.epochs_done.numpy())
     if is_chief(strategy):
-        print(f"trained {done} epoch(s); checkpoints in {cfg.checkpoint_dir}")
+        where = f"checkpoints in {cfg.checkpoint_dir}" if cfg.checkpoint_dir else "no checkpoints written (--out none)"
+        print(f"trained {done} epoch(s); {where}")
     else:
         print(f"trained {done} epoch(s) as {describe(strategy)}; the chief writes the checkpoints")
     return 0
