@@ -10,13 +10,12 @@ small head, the tiny backbone on 64 x 64.
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from batches import two_rectangles
 
 from solo_lib.config import SOLOConfig
 from solo_lib.model.backbone import Backbone, BatchNormalization
 from solo_lib.model.registry import get_backbone
 from solo_lib.model.solov2 import SOLOv2, build_model, normalize_images
-from solo_lib.targets import collate_targets, image_targets
 
 # ResNet-50 as in the paper preset, everything after it small: one head conv, two levels.
 SMALL_HEAD = dict(fpn_channels=32, grid_sizes=(8, 4), scale_ranges=((1, 48), (24, 2048)), head_convs=1,
@@ -27,16 +26,6 @@ MOVING = ("moving_mean", "moving_variance")
 
 def paper(**overrides):
     return SOLOConfig.paper_r50(2, image_scale=(64, 64), **SMALL_HEAD, **overrides)
-
-
-def one_batch(config, size=64):
-    """One image with two rectangles, as the pipeline would give it (targets from solo_lib.targets)."""
-    masks = np.zeros((2, size, size), np.uint8)
-    masks[0, 10:40, 8:30] = 1
-    masks[1, 30:60, 20:60] = 1
-    targets = collate_targets([image_targets(masks, np.array([0, 1]), config)])
-    images = np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
-    return tf.constant(images), {key: tf.constant(value) for key, value in targets.items()}
 
 
 def backbone_weights(model):
@@ -50,7 +39,7 @@ def train_one_step(config, size=64):
     model = build_model(config, (size, size))
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     before = backbone_weights(model)
-    logs = model.train_step(one_batch(config, size))
+    logs = model.train_step(two_rectangles(config, size))
     assert np.isfinite(float(logs["loss"]))
     return model, before, backbone_weights(model)
 
@@ -87,7 +76,7 @@ def test_frozen_stages_and_norm_eval_in_a_resnet_training_step(norm_eval, remat)
 
     # norm_eval: batch statistics are never used, so a training call computes the inference one.
     # Without it only C2, the output of the frozen stage conv2, is the same.
-    x = normalize_images(one_batch(model.config)[0], "caffe")
+    x = normalize_images(two_rectangles(model.config)[0], "caffe")
     for level, (train, infer) in enumerate(zip(model.backbone(x, training=True), model.backbone(x, training=False))):
         if norm_eval or level == 0:
             np.testing.assert_array_equal(train.numpy(), infer.numpy())

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from batches import two_rectangles
 from tolerances import assert_close_float32
 
 from solo_lib.config import SOLOConfig
@@ -20,7 +21,6 @@ from solo_lib.model.backbone import Backbone
 from solo_lib.model.blocks import conv_gn_relu
 from solo_lib.model.registry import BackboneSpec, backbone_names, get_backbone, register_backbone, unregister_backbone
 from solo_lib.model.solov2 import build_model
-from solo_lib.targets import collate_targets, image_targets
 
 TOY_CHANNELS = (16, 16, 32, 32)
 
@@ -56,16 +56,6 @@ def config(**overrides):
     return SOLOConfig.tiny(2, backbone="toy", image_scale=(64, 64), **overrides)
 
 
-def one_batch(cfg, size=64):
-    """One image with two rectangles and its targets (solo_lib.targets)."""
-    masks = np.zeros((2, size, size), np.uint8)
-    masks[0, 10:40, 8:30] = 1
-    masks[1, 30:60, 20:60] = 1
-    targets = collate_targets([image_targets(masks, np.array([0, 1]), cfg)])
-    images = np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
-    return tf.constant(images), {key: tf.constant(value) for key, value in targets.items()}
-
-
 def test_config_knows_a_backbone_only_while_it_is_registered(toy):
     assert backbone_names() == ("resnet50", "tiny", "toy")
     assert config().backbone == "toy"
@@ -92,7 +82,7 @@ def test_toy_model_runs_forward_and_trains(toy):
     assert out["category"].shape == (2, cfg.num_cells, 2)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     before = [w.numpy() for w in model.backbone.trainable_weights]
-    logs = model.train_step(one_batch(cfg))
+    logs = model.train_step(two_rectangles(cfg))
     assert np.isfinite(float(logs["loss"]))
     assert all(not np.array_equal(a, w.numpy()) for a, w in zip(before, model.backbone.trainable_weights))
 
@@ -103,7 +93,7 @@ def test_toy_checkpointed_step_matches_the_plain_one(toy):
         keras.utils.set_random_seed(0)
         model = build_model(config(remat=remat), (64, 64))
         assert (model.backbone.segments is not None) is remat  # cut into its registered pieces
-        images, targets = one_batch(model.config)
+        images, targets = two_rectangles(model.config)
 
         @tf.function
         def step():
