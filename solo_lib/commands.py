@@ -122,20 +122,24 @@ def _train_config(args: argparse.Namespace):
     """The TrainConfig of ``args``: the recipe's, with every option given replacing its field."""
     from solo_lib.train_config import RECIPES, TrainConfig
 
+    def named(err: Exception) -> ConfigError:  # name the options the user typed, not the fields
+        return _with_options(err, TRAIN_OPTIONS, "invalid TrainConfig: ", "invalid train option: ")
+
     try:
         # --epochs goes into the recipe, whose decay epochs may follow it (overfit_sample decays after 80%).
         base = RECIPES[args.recipe](**({} if args.epochs is None else {"epochs": args.epochs}))
-        if base.checkpoint_dir is None:  # a notebook recipe keeps none; the command line's output is its checkpoints
-            base = base.replace(checkpoint_dir=TrainConfig.__dataclass_fields__["checkpoint_dir"].default)
-        try:
-            augment = config_from_args(base.augment, args, AUGMENT_OPTIONS)
-        except ValueError as err:  # AugmentConfig's own check: "AugmentConfig.flip_prob must be ..."
-            raise _with_options(err, AUGMENT_OPTIONS, "AugmentConfig.", "invalid augmentation option: ") from None
+    except ConfigError as err:
+        raise named(err) from None
+    if base.checkpoint_dir is None:  # a notebook recipe keeps none; the command line's output is its checkpoints
+        base = base.replace(checkpoint_dir=TrainConfig.__dataclass_fields__["checkpoint_dir"].default)
+    try:
+        augment = config_from_args(base.augment, args, AUGMENT_OPTIONS)
+    except ValueError as err:  # AugmentConfig's own check: "AugmentConfig.flip_prob must be ..."
+        raise _with_options(err, AUGMENT_OPTIONS, "AugmentConfig.", "invalid augmentation option: ") from None
+    try:
         return config_from_args(base.replace(augment=augment), args, TRAIN_OPTIONS)
-    except ConfigError as err:  # name the options the user typed, not the fields
-        if str(err).startswith("invalid augmentation option"):
-            raise
-        raise _with_options(err, TRAIN_OPTIONS, "invalid TrainConfig: ", "invalid train option: ") from None
+    except ConfigError as err:
+        raise named(err) from None
 
 
 def run_train(args: argparse.Namespace) -> int:
