@@ -139,12 +139,14 @@ def add_options(parser, cls, options: list[Option], defaults=None, default_note:
             text += f" (default: {default_note})"
         elif defaults is not None:
             value = getattr(defaults, opt.field)
-            text += f" (default: {'on' if value else 'off'})" if element is bool else f" (default: {_shown(value)})"
+            if element is bool:  # the option's own state: an inverted option is off when its field is on
+                text += f" (default: {'on' if value != opt.invert else 'off'})"
+            else:
+                text += f" (default: {_shown(value)})"
         text = text.replace("%", "%%")  # argparse formats help with %
         if element is bool:
             if opt.invert:  # the docstring describes the field, which the option turns off
                 text = f"without {opt.flag}: {text[:1].lower()}{text[1:]}"
-                text = text.replace("(default: on)", "(default: off)")
             parser.add_argument(opt.flag, dest=opt.field, action="store_true", default=None, help=text)
             continue
         kwargs = dict(dest=opt.field, default=None, help=text, type=_value_parser(element, optional))
